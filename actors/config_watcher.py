@@ -1,0 +1,315 @@
+"""The config watcher actor: turns file edits, signals and API calls into safe reloads.
+
+Every trigger — a file change seen by watchfiles, the reload signal (SIGHUP by
+default), ``POST /config/reload``, or :meth:`ConfigWatcher.reload_config` — becomes a
+:class:`ReloadCommand` on one channel, and one loop handles them in order, so two
+reloads never race. A reload reads the file, parses and validates it (against the
+models present in the repository), compiles a snapshot and hands it to the router;
+only a config that passes every check replaces the rules in force. A missing,
+unreadable or invalid file keeps the last good rules serving, is logged and recorded,
+and the next change to the file is picked up as usual.
+
+Each attempt is kept in a bounded history (``/stats``, ``/reload/events``) and, when a
+Redis URL is configured, published on ``param.reload``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+import watchfiles
+
+from actors.metrics import Metrics
+from actors.model_repo import list_repository
+from actors.redis_bus import RedisMessage, RedisOutbox
+from actors.reload_history import ReloadEvent, ReloadHistory
+from actors.router import ConfigUpdate, RouterState
+from actors.rules import (
+    ConfigError,
+    ReloadSettings,
+    RouterConfig,
+    RoutingSnapshot,
+    compile_snapshot,
+    parse_config,
+)
+
+log = logging.getLogger("model_router.config")
+
+RELOAD_CHANNEL = "param.reload"
+MAX_CONFIG_BYTES = 1024 * 1024
+WATCH_STEP_MS = 5
+WATCH_POLL_TIMEOUT_MS = 250
+
+
+@attrs.frozen
+class ReloadCommand:
+    trigger: str
+    reply: trio.MemorySendChannel[ReloadEvent] | None = None
+
+
+@attrs.define
+class ConfigWatcher:
+    """The handle: request reloads and read the history (rebound by the actor, never mutated)."""
+
+    path: Path
+    commands: trio.MemorySendChannel[ReloadCommand]
+    history: ReloadHistory = attrs.field(factory=ReloadHistory)
+    attempts: int = 0
+    _recorded: trio.Event = attrs.field(factory=trio.Event)
+
+    def note(self, event: ReloadEvent) -> None:
+        """Called by the actor only: rebind the history and wake anyone waiting for an attempt."""
+        self.history = self.history.record(event)
+        self.attempts += 1
+        self._recorded.set()
+        self._recorded = trio.Event()
+
+    async def wait_for_attempt(self, seen: int) -> ReloadEvent:
+        """The newest attempt, once more than ``seen`` attempts have been recorded.
+
+        Lets callers (tests, tooling) wait for a file-triggered reload without polling:
+        read ``attempts``, change the file, then await this.
+        """
+        while self.attempts <= seen:
+            await self._recorded.wait()
+        return self.history.events[-1]
+
+    async def reload(self, trigger: str = "call") -> ReloadEvent:
+        reply_send, reply_recv = trio.open_memory_channel[ReloadEvent](1)
+        async with reply_recv:
+            await self.commands.send(ReloadCommand(trigger, reply_send))
+            return await reply_recv.receive()
+
+    async def reload_config(self) -> bool:
+        """Seed 000's programmatic reload: True when the new config is in force."""
+        return (await self.reload("call")).success
+
+
+def read_config_text(path: Path) -> str:
+    """Read the file with a size bound; OSError and UnicodeError propagate with their reason."""
+    with path.open("rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file is larger than {MAX_CONFIG_BYTES} bytes")
+    return data.decode("utf-8")
+
+
+def resolve_repository(config_path: Path, config: RouterConfig, override: Path | None) -> Path:
+    """The model repository: ``override`` if given, else the config's path relative to its folder."""
+    if override is not None:
+        return override
+    return (config_path.parent / config.settings.model_repository).resolve()
+
+
+def backup_name(stem: str, timestamp: float, config_hash: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(timestamp))
+    millis = int(math.modf(timestamp)[0] * 1000)
+    return f"{stem}.{stamp}.{millis:03d}Z.{config_hash}.yml"
+
+
+def backups_to_prune(names: list[str], keep: int) -> list[str]:
+    """Oldest first beyond ``keep``; names sort by time because the stamp is fixed-width UTC."""
+    return sorted(names)[: max(0, len(names) - keep)]
+
+
+def write_backup(folder: Path, stem: str, text: str, config_hash: str, keep: int) -> Path:
+    """Keep the previous good file (blocking; runs in a worker thread)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / backup_name(stem, time.time(), config_hash)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    existing = [p.name for p in folder.glob(f"{stem}.*Z.*.yml")]
+    for name in backups_to_prune(existing, keep):
+        (folder / name).unlink(missing_ok=True)
+    return target
+
+
+@attrs.define
+class _Watcher:
+    """State owned by the actor task."""
+
+    handle: ConfigWatcher
+    router: RouterState
+    updates: trio.MemorySendChannel[ConfigUpdate]
+    outbox: RedisOutbox
+    metrics: Metrics
+    repository: Path
+    on_applied: Callable[[RouterConfig], None]
+    last_good_text: str
+
+    def load_candidate(self, validate: bool) -> tuple[str, RouterConfig, RoutingSnapshot]:
+        """Read, parse, validate and compile (blocking, pure CPU after the read).
+
+        Runs in a worker thread: a 200-rule file takes ~15 ms to parse and compile, which
+        must not stall request handlers. Schema errors always reject; with
+        ``reload.validation`` the models it names must also exist in the repository.
+        """
+        text = read_config_text(self.handle.path)
+        known = frozenset(list_repository(self.repository)) if validate else None
+        config = parse_config(text, known_models=known)
+        return text, config, compile_snapshot(config)
+
+    async def attempt(self, trigger: str) -> ReloadEvent:
+        started = time.perf_counter()
+        validate = self.router.config.reload.validation
+        try:
+            text, config, snapshot = await trio.to_thread.run_sync(self.load_candidate, validate)
+        except ConfigError as exc:
+            return self.failed(trigger, started, exc.message, tuple(exc.details))
+        except (OSError, UnicodeError, ValueError) as exc:
+            return self.failed(trigger, started, f"cannot read {self.handle.path}: {exc}", ())
+        update = ConfigUpdate(config, snapshot)
+        previous = self.router.config
+        await self.updates.send(update)
+        await update.applied.wait()
+        latency_ms = (time.perf_counter() - started) * 1000
+        event = ReloadEvent(time.time(), True, config.config_hash, len(config.rules), latency_ms,
+                            trigger, warnings=config.warnings)
+        for warning in config.warnings:
+            log.warning("config %s: %s", config.config_hash, warning)
+        self.note_restart_only_changes(previous, config)
+        if config.reload.backup_on_reload and previous.config_hash != config.config_hash:
+            await self.backup(self.last_good_text, previous)
+        self.last_good_text = text
+        self.on_applied(config)
+        log.info("reload (%s) ok: %s, %d rules, %.2f ms", trigger, config.config_hash,
+                 len(config.rules), latency_ms)
+        return event
+
+    def failed(self, trigger: str, started: float, error: str, details: tuple) -> ReloadEvent:
+        latency_ms = (time.perf_counter() - started) * 1000
+        log.error("reload (%s) rejected, keeping %s: %s %s", trigger, self.router.config.config_hash,
+                  error, list(details) if details else "")
+        return ReloadEvent(time.time(), False, self.router.config.config_hash,
+                           len(self.router.config.rules), latency_ms, trigger, error, details)
+
+    def note_restart_only_changes(self, old: RouterConfig, new: RouterConfig) -> None:
+        for field in ("redis_url", "model_repository", "max_cached_models", "model_cache_mb"):
+            if getattr(old.settings, field) != getattr(new.settings, field):
+                log.warning("config.%s changed; it takes effect at the next restart", field)
+
+    async def backup(self, text: str, previous: RouterConfig) -> None:
+        folder = self.handle.path.parent / "backups"
+        try:
+            await trio.to_thread.run_sync(write_backup, folder, self.handle.path.stem, text,
+                                          previous.config_hash, previous.reload.backup_count)
+        except OSError as exc:
+            log.warning("could not write config backup to %s: %s", folder, exc)
+
+    def record(self, event: ReloadEvent) -> None:
+        self.handle.note(event)
+        self.metrics.reload_duration_ms.observe(event.latency_ms)
+        self.metrics.reloads_total.labels(result="success" if event.success else "failure").inc()
+        self.outbox.offer(RedisMessage("publish", RELOAD_CHANNEL, event.to_pubsub()))
+
+
+def _file_stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+async def _watch_file(path: Path, settings: ReloadSettings,
+                      commands: trio.MemorySendChannel[ReloadCommand]) -> None:
+    """Send a reload per settled change of ``path``, at most one per ``debounce_ms``.
+
+    The folder is watched (not the file) so atomic saves (write temp + rename), deletion
+    and re-creation are all seen. A change that leaves inode, size and mtime as they
+    were at the last attempt is skipped.
+    """
+    debounce_s = settings.debounce_ms / 1000
+    last_stat = _file_stat(path)
+    last_reload = -math.inf
+    name = path.name
+
+    def only_config(_change: watchfiles.Change, changed: str) -> bool:
+        return Path(changed).name == name
+
+    while True:
+        try:
+            async for _changes in watchfiles.awatch(
+                path.parent, watch_filter=only_config, debounce=max(settings.debounce_ms, 10),
+                step=WATCH_STEP_MS, rust_timeout=WATCH_POLL_TIMEOUT_MS, recursive=False,
+            ):
+                wait = last_reload + debounce_s - trio.current_time()
+                if wait > 0:
+                    await trio.sleep(wait)
+                stat = _file_stat(path)
+                if stat == last_stat:
+                    continue
+                last_stat = stat
+                last_reload = trio.current_time()
+                reply_send, reply_recv = trio.open_memory_channel[ReloadEvent](1)
+                async with reply_recv:
+                    await commands.send(ReloadCommand("file", reply_send))
+                    await reply_recv.receive()
+        except (OSError, RuntimeError) as exc:
+            log.warning("watching %s failed (%s); retrying in 1 s", path.parent, exc)
+            await trio.sleep(1.0)
+
+
+async def _watch_signal(signum: int, commands: trio.MemorySendChannel[ReloadCommand]) -> None:
+    with trio.open_signal_receiver(signum) as signals:
+        async for _ in signals:
+            await commands.send(ReloadCommand("signal"))
+
+
+async def _run_triggers(path: Path, settings: ReloadSettings,
+                        commands: trio.MemorySendChannel[ReloadCommand],
+                        *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            if settings.enabled:
+                nursery.start_soon(_watch_file, path, settings, commands)
+                nursery.start_soon(_watch_signal, getattr(signal, settings.signal), commands)
+            task_status.started(scope)
+            await trio.sleep_forever()
+
+
+async def run(
+    handle: ConfigWatcher,
+    commands: trio.MemoryReceiveChannel[ReloadCommand],
+    router: RouterState,
+    updates: trio.MemorySendChannel[ConfigUpdate],
+    outbox: RedisOutbox,
+    metrics: Metrics,
+    *,
+    repository: Path,
+    initial_text: str,
+    on_applied: Callable[[RouterConfig], None],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Handle reload commands in order; restart the triggers when ``reload:`` settings change.
+
+    The config already in force at start (loaded by the composition root) is recorded as
+    the first event, trigger "startup".
+    """
+    watcher = _Watcher(handle, router, updates, outbox, metrics, repository, on_applied, initial_text)
+    config = router.config
+    watcher.record(ReloadEvent(time.time(), True, config.config_hash, len(config.rules), 0.0,
+                               "startup", warnings=config.warnings))
+    async with updates, commands, trio.open_nursery() as nursery:
+        settings = config.reload
+        triggers = await nursery.start(_run_triggers, handle.path, settings, handle.commands)
+        task_status.started()
+        async for command in commands:
+            event = await watcher.attempt(command.trigger)
+            watcher.record(event)
+            if command.reply is not None:
+                command.reply.send_nowait(event)
+            if router.config.reload != settings:
+                settings = router.config.reload
+                triggers.cancel()
+                triggers = await nursery.start(_run_triggers, handle.path, settings, handle.commands)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,98 @@
+"""Turn a request's ``features`` object into the model's input row (pure, no I/O).
+
+The model's metadata declares feature names and an optional window length. The input
+vector is feature-major: every window value of feature 0, then of feature 1, and so on.
+A request must name exactly the declared features; each value is one number (window 1)
+or a list of exactly ``window`` numbers. Booleans, strings, NaN and infinities are
+rejected, because a trading signal computed from them would be silently wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from actors.errors import ApiError, unprocessable
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_number(name: str, value: Any, position: int | None) -> float:
+    where = name if position is None else f"{name}[{position}]"
+    if not _is_number(value):
+        raise unprocessable(
+            f"feature {where!r} must be a number, got {type(value).__name__}", feature=where
+        )
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise unprocessable(f"feature {where!r} is not finite", feature=where)
+    if abs(number) > FLOAT32_MAX:
+        raise unprocessable(f"feature {where!r} is outside the float32 range the model computes in",
+                            feature=where, limit=FLOAT32_MAX)
+    return number
+
+
+def _values_for(name: str, value: Any, window: int) -> Sequence[float]:
+    if window == 1 and not isinstance(value, list):
+        return (_check_number(name, value, None),)
+    if not isinstance(value, list):
+        raise unprocessable(
+            f"feature {name!r} must be a list of {window} numbers", feature=name, window=window
+        )
+    if len(value) != window:
+        raise unprocessable(
+            f"feature {name!r} has {len(value)} values, the model's window is {window}",
+            feature=name,
+            window=window,
+            got=len(value),
+        )
+    return [_check_number(name, item, i) for i, item in enumerate(value)]
+
+
+def feature_row(
+    features: Any, names: Sequence[str], window: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Validate ``features`` against the declared ``names``/``window``; return a float32 row.
+
+    Raises :class:`ApiError` (422) naming the offending feature. When ``out`` is given
+    (a float32 view of length ``len(names) * window``) the row is written into it, which
+    lets batch callers fill one preallocated matrix.
+    """
+    if not isinstance(features, Mapping):
+        raise unprocessable("'features' must be an object of name -> number or list of numbers")
+    unknown = sorted(set(features) - set(names))
+    missing = [name for name in names if name not in features]
+    if unknown or missing:
+        raise unprocessable(
+            "features do not match the model's declared inputs",
+            unknown=unknown,
+            missing=missing,
+            expected=list(names),
+        )
+    row = out if out is not None else np.empty(len(names) * window, dtype=np.float32)
+    for i, name in enumerate(names):
+        row[i * window : (i + 1) * window] = _values_for(name, features[name], window)
+    return row
+
+
+def check_finite_number(field: str, value: Any, *, minimum: float | None = None) -> float:
+    """Validate a scalar request field such as ``horizon_ms``."""
+    try:
+        number = float(value) if _is_number(value) else math.nan
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ApiError(422, "invalid_field", f"{field!r} must be a finite number", {"field": field})
+    if minimum is not None and number < minimum:
+        raise ApiError(422, "invalid_field", f"{field!r} must be >= {minimum:g}", {"field": field})
+    return number

@@ -1,0 +1,96 @@
+"""Prometheus metrics of one service instance.
+
+prometheus-client is used rather than hand-written exposition because it gets the text
+format, label escaping and histogram buckets right and is what every scraper expects.
+Each service owns its own ``CollectorRegistry`` so several instances (tests start many
+in one process) never collide on metric names.
+"""
+
+from __future__ import annotations
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+SELECT_BUCKETS_US = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000)
+RELOAD_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)
+INFERENCE_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+@attrs.define
+class Metrics:
+    """Every metric the service exports, registered on a private registry."""
+
+    registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
+    select_latency_us: Histogram = attrs.field(init=False)
+    reload_duration_ms: Histogram = attrs.field(init=False)
+    reloads_total: Counter = attrs.field(init=False)
+    rule_matches: Counter = attrs.field(init=False)
+    active_model: Gauge = attrs.field(init=False)
+    inference_requests: Counter = attrs.field(init=False)
+    inference_latency_s: Histogram = attrs.field(init=False)
+    models_loaded: Gauge = attrs.field(init=False)
+    model_cache_bytes: Gauge = attrs.field(init=False)
+    model_load_failures: Counter = attrs.field(init=False)
+    redis_dropped: Counter = attrs.field(init=False)
+    redis_connected: Gauge = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        r = self.registry
+        self.select_latency_us = Histogram(
+            "model_router_latency_microseconds",
+            "Time spent in select_model per request, microseconds",
+            buckets=SELECT_BUCKETS_US,
+            registry=r,
+        )
+        self.reload_duration_ms = Histogram(
+            "model_router_reload_duration_ms",
+            "Config reload duration (read, parse, validate, compile, swap), milliseconds",
+            buckets=RELOAD_BUCKETS_MS,
+            registry=r,
+        )
+        self.reloads_total = Counter(
+            "model_router_reloads_total", "Config reload attempts", ["result"], registry=r
+        )
+        self.rule_matches = Counter(
+            "model_router_rule_matches_total",
+            "Routed requests per matched rule (rule_index 'default' when no rule matched)",
+            ["rule_index", "model"],
+            registry=r,
+        )
+        self.active_model = Gauge(
+            "model_router_active_model",
+            "1 for the model that currently serves an (asset_class, horizon bucket) seen in traffic",
+            ["asset_class", "horizon_bucket", "model"],
+            registry=r,
+        )
+        self.inference_requests = Counter(
+            "inference_requests_total", "Predictions by model and outcome", ["model_name", "status"],
+            registry=r,
+        )
+        self.inference_latency_s = Histogram(
+            "inference_latency_seconds",
+            "Interpreter time per call (a batch counts once), seconds",
+            ["model_name"],
+            buckets=INFERENCE_BUCKETS_S,
+            registry=r,
+        )
+        self.models_loaded = Gauge("model_router_models_loaded", "Model versions in memory", registry=r)
+        self.model_cache_bytes = Gauge(
+            "model_router_model_cache_bytes", "Estimated bytes held by loaded models", registry=r
+        )
+        self.model_load_failures = Counter(
+            "model_router_model_load_failures_total", "Failed model loads", ["model_name"], registry=r
+        )
+        self.redis_dropped = Counter(
+            "model_router_redis_dropped_total",
+            "Redis messages dropped because the outbox was full while Redis was unreachable",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_connected = Gauge(
+            "model_router_redis_connected", "1 when the last Redis operation succeeded", registry=r
+        )
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,331 @@
+"""The model cache actor: loads TFLite models off the event loop and keeps an LRU.
+
+Request handlers call :meth:`ModelCache.lookup` first: a dict read on an immutable
+:class:`CacheView`, no await, no lock. On a miss they ``await cache.get(...)``, which
+sends a request to the actor over a memory channel. The actor coalesces concurrent
+requests for the same model, loads in a worker thread (so the event loop never blocks
+on file I/O or interpreter allocation), evicts least-recently-used models under a count
+and byte budget, then publishes a new view by rebinding one reference.
+
+A model that fails to load is recorded with its reason and never affects the others.
+Without an explicit version the newest version that loads is served, so a broken new
+version folder leaves the previous one answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from actors.cache_policy import Resident, plan_evictions
+from actors.errors import ApiError, not_found, unavailable
+from actors.metrics import Metrics
+from actors.model_repo import list_repository, version_dir
+from actors.tflite_backend import LoadedModel, ModelLoadError, load_model
+
+log = logging.getLogger("model_router.model_cache")
+
+ModelKey = tuple[str, str]
+
+
+@attrs.frozen
+class CacheLimits:
+    max_models: int = 16
+    max_bytes: int = 256 * 1024 * 1024
+
+
+@attrs.frozen
+class CacheView:
+    """What request handlers read: replaced whole, never mutated after publication."""
+
+    models: Mapping[ModelKey, LoadedModel] = attrs.field(factory=dict)
+    active: Mapping[str, str] = attrs.field(factory=dict)
+    catalog: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    failures: Mapping[ModelKey, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class LoadResult:
+    model: LoadedModel | None = None
+    error: ApiError | None = None
+    previous_version: str | None = None
+
+
+@attrs.frozen
+class LoadRequest:
+    """Load ``name`` (``version`` None: the active or newest loadable version)."""
+
+    name: str
+    version: str | None
+    reply: trio.MemorySendChannel[LoadResult] | None
+
+
+@attrs.frozen
+class ReloadRequest:
+    """Rescan the repository and load the newest version of ``name`` afresh."""
+
+    name: str
+    reply: trio.MemorySendChannel[LoadResult]
+
+
+CacheRequest = LoadRequest | ReloadRequest
+
+
+@attrs.define
+class ModelCache:
+    """The handle request handlers hold; the actor is the only writer of ``view``."""
+
+    requests: trio.MemorySendChannel[CacheRequest]
+    view: CacheView = attrs.field(factory=CacheView)
+    last_used: dict[ModelKey, float] = attrs.field(factory=dict)
+
+    def lookup(self, name: str, version: str | None = None) -> LoadedModel | None:
+        """Lock-free fast path: the loaded model, or None when the actor must load it."""
+        view = self.view
+        key = (name, version if version is not None else view.active.get(name, ""))
+        model = view.models.get(key)
+        if model is not None:
+            self.last_used[key] = trio.current_time()
+        return model
+
+    async def get(self, name: str, version: str | None = None) -> LoadedModel:
+        model = self.lookup(name, version)
+        if model is not None:
+            return model
+        result = await self._ask(lambda reply: LoadRequest(name, version, reply))
+        assert result.model is not None
+        return result.model
+
+    async def reload(self, name: str) -> LoadResult:
+        return await self._ask(lambda reply: ReloadRequest(name, reply))
+
+    def preload(self, names: tuple[str, ...]) -> None:
+        """Fire-and-forget loads (startup, a reload that names a new default model)."""
+        for name in names:
+            if self.lookup(name) is None:
+                try:
+                    self.requests.send_nowait(LoadRequest(name, None, None))
+                except trio.WouldBlock:
+                    log.warning("preload of %s skipped: cache request queue full", name)
+
+    async def _ask(self, make: Callable[[Any], CacheRequest]) -> LoadResult:
+        reply_send, reply_recv = trio.open_memory_channel[LoadResult](1)
+        async with reply_recv:
+            await self.requests.send(make(reply_send))
+            result = await reply_recv.receive()
+        if result.error is not None:
+            raise result.error
+        return result
+
+
+@attrs.define
+class _CacheActor:
+    """State owned by the actor task; handlers see it only through ``cache.view``."""
+
+    root: Path
+    limits: CacheLimits
+    metrics: Metrics
+    cache: ModelCache
+    pinned: Callable[[], frozenset[str]]
+    waiters: dict[tuple[str, str | None], list[trio.MemorySendChannel[LoadResult]]] = attrs.field(
+        factory=dict
+    )
+
+    def publish(self, **changes: Any) -> None:
+        self.cache.view = attrs.evolve(self.cache.view, **changes)
+        models = self.cache.view.models
+        self.metrics.models_loaded.set(len(models))
+        self.metrics.model_cache_bytes.set(sum(m.size_bytes for m in models.values()))
+
+    def rescan(self) -> Mapping[str, tuple[str, ...]]:
+        catalog = list_repository(self.root)
+        self.publish(catalog=catalog)
+        return catalog
+
+    def candidates(self, name: str, version: str | None) -> tuple[str, ...]:
+        catalog = self.cache.view.catalog
+        if name not in catalog or (version is not None and version not in catalog[name]):
+            catalog = self.rescan()
+        versions = catalog.get(name, ())
+        if version is not None:
+            return (version,) if version in versions else ()
+        active = self.cache.view.active.get(name)
+        newest_first = tuple(sorted(versions, key=int, reverse=True))
+        return ((active,) if active else ()) + tuple(v for v in newest_first if v != active)
+
+    async def load_one(self, name: str, version: str) -> LoadedModel:
+        path = version_dir(self.root, name, version)
+        started = trio.current_time()
+        model = await trio.to_thread.run_sync(load_model, path, name, version)
+        log.info("loaded %s@%s in %.1f ms (%d bytes)", name, version,
+                 (trio.current_time() - started) * 1000, model.size_bytes)
+        return model
+
+    def install(self, model: LoadedModel, *, make_active: bool) -> str | None:
+        key = (model.name, model.version)
+        pinned = self.pinned_keys()
+        view = self.cache.view
+        resident = [
+            Resident(k, m.size_bytes, self.cache.last_used.get(k, -math.inf), pinned=k in pinned)
+            for k, m in view.models.items() if k != key
+        ]
+        plan = plan_evictions(resident, incoming_bytes=model.size_bytes,
+                              max_models=self.limits.max_models, max_bytes=self.limits.max_bytes)
+        if not plan.fits:
+            log.warning("model cache over budget after loading %s@%s (pinned models fill it)", *key)
+        models = {k: m for k, m in view.models.items() if k not in plan.evict}
+        for evicted in plan.evict:
+            self.cache.last_used.pop(evicted, None)
+            log.info("evicted %s@%s (least recently used)", *evicted)
+        models[key] = model
+        self.cache.last_used[key] = trio.current_time()
+        previous = view.active.get(model.name)
+        active = dict(view.active)
+        if make_active or model.name not in active:
+            active[model.name] = model.version
+        active = {n: v for n, v in active.items() if (n, v) in models}
+        failures = {k: r for k, r in view.failures.items() if k != key}
+        self.publish(models=models, active=active, failures=failures)
+        return previous
+
+    def pinned_keys(self) -> frozenset[ModelKey]:
+        active = self.cache.view.active
+        return frozenset((n, active[n]) for n in self.pinned() if n in active)
+
+    def unload_idle(self, cutoff: float) -> tuple[ModelKey, ...]:
+        """Drop unpinned models last used before ``cutoff`` (trio clock)."""
+        pinned = self.pinned_keys()
+        view = self.cache.view
+        idle = tuple(k for k in view.models
+                     if k not in pinned and self.cache.last_used.get(k, -math.inf) < cutoff)
+        if idle:
+            for key in idle:
+                self.cache.last_used.pop(key, None)
+                log.info("unloaded %s@%s (idle longer than cache_ttl_seconds)", *key)
+            models = {k: m for k, m in view.models.items() if k not in idle}
+            active = {n: v for n, v in view.active.items() if (n, v) in models}
+            self.publish(models=models, active=active)
+        return idle
+
+    def record_failure(self, name: str, version: str, reason: str) -> None:
+        log.error("model %s@%s failed to load: %s", name, version, reason)
+        self.metrics.model_load_failures.labels(model_name=name).inc()
+        failures = dict(self.cache.view.failures)
+        failures[(name, version)] = reason
+        self.publish(failures=failures)
+
+    async def handle_load(self, request: LoadRequest) -> None:
+        key = (request.name, request.version)
+        versions = self.candidates(request.name, request.version)
+        if not versions:
+            self.answer(key, LoadResult(error=self.missing(request.name, request.version)))
+            return
+        reasons: dict[str, str] = {}
+        for version in versions:
+            loaded = self.cache.view.models.get((request.name, version))
+            if loaded is not None:
+                self.answer(key, LoadResult(model=loaded))
+                return
+            try:
+                model = await self.load_one(request.name, version)
+            except ModelLoadError as exc:
+                reasons[version] = exc.reason
+                self.record_failure(request.name, version, exc.reason)
+                continue
+            self.install(model, make_active=False)
+            self.answer(key, LoadResult(model=model))
+            return
+        self.answer(key, LoadResult(error=unavailable(
+            "model_unavailable", f"model {request.name!r} could not be loaded",
+            model=request.name, reasons=reasons)))
+
+    async def handle_reload(self, request: ReloadRequest) -> None:
+        catalog = self.rescan()
+        versions = catalog.get(request.name)
+        if not versions:
+            await request.reply.send(LoadResult(error=self.missing(request.name, None)))
+            return
+        newest = max(versions, key=int)
+        try:
+            model = await self.load_one(request.name, newest)
+        except ModelLoadError as exc:
+            self.record_failure(request.name, newest, exc.reason)
+            await request.reply.send(LoadResult(error=ApiError(
+                409, "model_reload_failed",
+                f"{request.name}@{newest} failed to load; the previous version keeps serving",
+                {"model": request.name, "version": newest, "reason": exc.reason,
+                 "serving": self.cache.view.active.get(request.name)})))
+            return
+        previous = self.install(model, make_active=True)
+        await request.reply.send(LoadResult(model=model, previous_version=previous))
+
+    def missing(self, name: str, version: str | None) -> ApiError:
+        catalog = self.cache.view.catalog
+        if name not in catalog:
+            return not_found("model_not_found", f"model {name!r} is not in the repository",
+                             model=name, available=sorted(catalog))
+        return not_found("version_not_found", f"model {name!r} has no version {version!r}",
+                         model=name, version=version, available=list(catalog[name]))
+
+    def answer(self, key: tuple[str, str | None], result: LoadResult) -> None:
+        for reply in self.waiters.pop(key, []):
+            try:
+                reply.send_nowait(result)
+            except (trio.BrokenResourceError, trio.WouldBlock):
+                log.debug("a waiter for %s left before its answer", key)
+
+
+async def _sweep_idle(actor: _CacheActor, ttl_seconds: Callable[[], float]) -> None:
+    """Unload models idle longer than the config's ``cache_ttl_seconds`` (0 disables)."""
+    while True:
+        ttl = ttl_seconds()
+        await trio.sleep(max(ttl / 4, 1.0) if ttl > 0 else 30.0)
+        ttl = ttl_seconds()
+        if ttl > 0:
+            actor.unload_idle(trio.current_time() - ttl)
+
+
+async def run(
+    root: Path,
+    limits: CacheLimits,
+    metrics: Metrics,
+    cache: ModelCache,
+    requests: trio.MemoryReceiveChannel[CacheRequest],
+    *,
+    pinned: Callable[[], frozenset[str]],
+    preload: tuple[str, ...] = (),
+    ttl_seconds: Callable[[], float] = lambda: 0.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve load and reload requests until cancelled.
+
+    Reports started once the repository has been scanned and preloads are queued; the
+    loads themselves complete in the background (``/health/ready`` tells when).
+    """
+    actor = _CacheActor(root, limits, metrics, cache, pinned)
+    actor.rescan()
+    async with requests, trio.open_nursery() as nursery:
+        cache.preload(preload)
+        nursery.start_soon(_sweep_idle, actor, ttl_seconds)
+        task_status.started()
+        async for request in requests:
+            if isinstance(request, ReloadRequest):
+                nursery.start_soon(actor.handle_reload, request)
+                continue
+            key = (request.name, request.version)
+            joining = key in actor.waiters
+            replies = actor.waiters.setdefault(key, [])
+            if request.reply is not None:
+                replies.append(request.reply)
+            if not joining:
+                nursery.start_soon(actor.handle_load, request)
+
+
+def cache_limits(max_models: int, model_cache_mb: float) -> CacheLimits:
+    return CacheLimits(max_models=max_models, max_bytes=math.ceil(model_cache_mb * 1024 * 1024))

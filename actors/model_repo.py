@@ -1,0 +1,250 @@
+"""On-disk model repository: ``<root>/<model_name>/<version>/{model.tflite, metadata.yml}``.
+
+The layout follows Triton / TF Serving so operators can drop a new version folder next to the
+old one and the router hot-reloads it. Versions are positive integers written canonically
+("1", "2", "10"; no leading zeros) and compared numerically, so "10" is newer than "9". Anything
+else in the tree (``tmp``, ``.staging``, ``README``) is ignored rather than rejected, because a
+repository is shared with humans and deployment tools.
+
+A version folder only counts once its ``model.tflite`` exists: ``write_model_version`` writes
+``metadata.yml`` first and the model last (each via temp file + ``os.replace``), so a watcher never
+sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+MODEL_FILE = "model.tflite"
+METADATA_FILE = "metadata.yml"
+_VERSION_RE = re.compile(r"[1-9][0-9]*")
+_KNOWN_KEYS = frozenset(
+    {"features", "window", "labels", "training_date", "accuracy", "description", "framework"}
+)
+
+
+class MetadataError(ValueError):
+    """metadata.yml is malformed; the message names the offending field so operators can fix it."""
+
+
+def _check_names(field: str, values: tuple[str, ...], minimum: int) -> None:
+    """Feature/label lists must be non-empty strings, unique, and long enough to be meaningful."""
+    if len(values) < minimum:
+        raise MetadataError(f"{field}: expected at least {minimum} entries, got {len(values)}")
+    for value in values:
+        if not isinstance(value, str) or not value.strip():
+            raise MetadataError(f"{field}: entries must be non-empty strings, got {value!r}")
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise MetadataError(f"{field}: duplicate entries {duplicates}")
+
+
+def _validate_features(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
+    """attrs validator for ``features``."""
+    _check_names("features", value, 1)
+
+
+def _validate_labels(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
+    """attrs validator for ``labels`` (a classifier needs at least two classes)."""
+    _check_names("labels", value, 2)
+
+
+def _validate_window(_instance: object, _attribute: object, value: int) -> None:
+    """attrs validator for ``window``; bool is rejected because YAML ``yes`` would sneak through."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MetadataError(f"window: expected a positive integer, got {value!r}")
+
+
+def _validate_accuracy(_instance: object, _attribute: object, value: float | None) -> None:
+    """attrs validator for ``accuracy``: an offline accuracy is a fraction in [0, 1]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise MetadataError(f"accuracy: expected a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise MetadataError(f"accuracy: expected a number in [0, 1], got {value!r}")
+
+
+def _validate_text(field: str, allow_empty: bool) -> Any:
+    """Build an attrs validator for plain string fields."""
+
+    def check(_instance: object, _attribute: object, value: object) -> None:
+        if not isinstance(value, str) or (not allow_empty and not value.strip()):
+            raise MetadataError(
+                f"{field}: expected a {'' if allow_empty else 'non-empty '}string, got {value!r}"
+            )
+
+    return check
+
+
+def _validate_training_date(_instance: object, _attribute: object, value: str | None) -> None:
+    """attrs validator for ``training_date`` (free-form string, usually ISO date)."""
+    if value is not None and not isinstance(value, str):
+        raise MetadataError(f"training_date: expected a string, got {value!r}")
+
+
+@attrs.frozen
+class ModelMetadata:
+    """What the router needs to know about a model version besides its weights.
+
+    The model input is feature-major: all ``window`` values of ``features[0]``, then of
+    ``features[1]``, ... so ``input_dim == len(features) * window``. Output column ``i`` is the
+    probability of ``labels[i]``.
+    """
+
+    features: tuple[str, ...] = attrs.field(converter=tuple, validator=_validate_features)
+    labels: tuple[str, ...] = attrs.field(converter=tuple, validator=_validate_labels)
+    window: int = attrs.field(default=1, validator=_validate_window)
+    training_date: str | None = attrs.field(default=None, validator=_validate_training_date)
+    accuracy: float | None = attrs.field(default=None, validator=_validate_accuracy)
+    description: str = attrs.field(default="", validator=_validate_text("description", True))
+    framework: str = attrs.field(default="tflite", validator=_validate_text("framework", False))
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the flat input vector the model expects."""
+        return len(self.features) * self.window
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-friendly view (lists instead of tuples), in a stable key order."""
+        return {
+            "features": list(self.features),
+            "window": self.window,
+            "labels": list(self.labels),
+            "training_date": self.training_date,
+            "accuracy": self.accuracy,
+            "description": self.description,
+            "framework": self.framework,
+        }
+
+
+def _string_list(field: str, raw: object) -> tuple[str, ...]:
+    """YAML lists become tuples; a bare string or mapping is a mistake worth naming."""
+    if not isinstance(raw, list):
+        raise MetadataError(f"{field}: expected a list of strings, got {type(raw).__name__}")
+    return tuple(raw)
+
+
+def _coerce_date(raw: object) -> object:
+    """YAML turns ``2026-11-01`` into a date; keep it as the ISO string the author wrote."""
+    if isinstance(raw, (dt.date, dt.datetime)):
+        return raw.isoformat()
+    return raw
+
+
+def _load_mapping(text: str) -> dict[str, Any]:
+    """Parse YAML and insist on a top-level mapping with only known keys."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MetadataError(f"metadata.yml is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MetadataError("metadata.yml must be a mapping of field names to values")
+    unknown = sorted(str(k) for k in data if k not in _KNOWN_KEYS)
+    if unknown:
+        raise MetadataError(f"unknown field(s) {unknown}; allowed: {sorted(_KNOWN_KEYS)}")
+    for required in ("features", "labels"):
+        if required not in data:
+            raise MetadataError(f"{required}: missing required field")
+    return data
+
+
+def parse_metadata(text: str) -> ModelMetadata:
+    """Parse ``metadata.yml`` strictly; typos must fail loudly instead of silently defaulting."""
+    data = _load_mapping(text)
+    kwargs: dict[str, Any] = {
+        "features": _string_list("features", data["features"]),
+        "labels": _string_list("labels", data["labels"]),
+    }
+    for key in ("window", "accuracy", "description", "framework"):
+        if key in data:
+            kwargs[key] = data[key]
+    if "training_date" in data:
+        kwargs["training_date"] = _coerce_date(data["training_date"])
+    if isinstance(kwargs.get("accuracy"), int) and not isinstance(kwargs["accuracy"], bool):
+        kwargs["accuracy"] = float(kwargs["accuracy"])
+    return ModelMetadata(**kwargs)
+
+
+def dump_metadata(metadata: ModelMetadata) -> str:
+    """Render metadata as YAML deterministically (stable key order) so rewrites are byte-identical."""
+    return yaml.safe_dump(metadata.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def is_version_name(name: str) -> bool:
+    """True for canonical positive integers ("1", "10"); "01", "v2", "latest" are not versions."""
+    return _VERSION_RE.fullmatch(name) is not None
+
+
+def latest_version(versions: tuple[str, ...]) -> str | None:
+    """Highest version by numeric value ("10" beats "9"); non-version strings are ignored."""
+    valid = [v for v in versions if is_version_name(v)]
+    return max(valid, key=int) if valid else None
+
+
+def version_dir(root: Path, name: str, version: str) -> Path:
+    """Folder holding one model version."""
+    return Path(root) / name / version
+
+
+def _model_versions(model_dir: Path) -> tuple[str, ...]:
+    """Complete versions of one model (integer-named folder containing model.tflite), numeric order."""
+    found = [
+        child.name
+        for child in model_dir.iterdir()
+        if child.is_dir() and is_version_name(child.name) and (child / MODEL_FILE).is_file()
+    ]
+    return tuple(sorted(found, key=int))
+
+
+def list_repository(root: Path) -> dict[str, tuple[str, ...]]:
+    """Map model name -> its versions; hidden folders and models without a version are omitted."""
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    result: dict[str, tuple[str, ...]] = {}
+    for model_dir in sorted(root.iterdir()):
+        if not model_dir.is_dir() or model_dir.name.startswith((".", "_")):
+            continue
+        versions = _model_versions(model_dir)
+        if versions:
+            result[model_dir.name] = versions
+    return result
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder + ``os.replace`` so readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_model_version(
+    root: Path, name: str, version: str, tflite_bytes: bytes, metadata: ModelMetadata
+) -> Path:
+    """Publish one model version atomically; metadata first so the model file marks completion."""
+    if not is_version_name(version):
+        raise ValueError(f"version must be a positive integer string, got {version!r}")
+    if not name or name.startswith((".", "_")) or "/" in name or os.sep in name:
+        raise ValueError(f"invalid model name {name!r}")
+    target = version_dir(root, name, version)
+    atomic_write_bytes(target / METADATA_FILE, dump_metadata(metadata).encode("utf-8"))
+    atomic_write_bytes(target / MODEL_FILE, tflite_bytes)
+    return target

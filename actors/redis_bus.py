@@ -1,0 +1,171 @@
+"""The Redis bus actor: publishes reload notices and appends switch events.
+
+redis-py's asyncio client does not run under Trio, so every Redis call runs in a worker
+thread with short socket timeouts. Producers never wait for Redis: they drop a message
+into a bounded memory channel (``RedisOutbox.offer``); the actor buffers messages in a
+bounded queue while Redis is unreachable, reconnects with exponential backoff, and
+writes the backlog in order once Redis answers again. Overflow drops the oldest message
+and counts it in ``model_router_redis_dropped_total``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from typing import Any
+
+import attrs
+import redis
+import trio
+
+from actors.metrics import Metrics
+
+log = logging.getLogger("model_router.redis")
+
+INITIAL_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 5.0
+WRITE_BATCH = 256
+
+
+@attrs.frozen
+class RedisMessage:
+    """A PUBLISH on ``target`` (kind "publish") or an XADD to stream ``target`` (kind "xadd")."""
+
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    maxlen: int | None = None
+
+
+@attrs.frozen
+class RedisOutbox:
+    """The producers' end: never blocks, never raises; a full channel drops and counts."""
+
+    send_channel: trio.MemorySendChannel[RedisMessage] | None
+    metrics: Metrics
+
+    @property
+    def enabled(self) -> bool:
+        return self.send_channel is not None
+
+    def offer(self, message: RedisMessage) -> bool:
+        if self.send_channel is None:
+            return False
+        try:
+            self.send_channel.send_nowait(message)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.metrics.redis_dropped.labels(kind=message.kind).inc()
+            return False
+        return True
+
+
+def disabled_outbox(metrics: Metrics) -> RedisOutbox:
+    return RedisOutbox(None, metrics)
+
+
+def _write_batch(client: redis.Redis, batch: list[RedisMessage]) -> None:
+    """Blocking: one pipeline round trip for the whole batch (runs in a worker thread)."""
+    pipe = client.pipeline(transaction=False)
+    for message in batch:
+        if message.kind == "publish":
+            pipe.publish(message.target, json.dumps(message.payload, separators=(",", ":")))
+        else:
+            fields = {k: v if isinstance(v, (str, int, float)) else json.dumps(v)
+                      for k, v in message.payload.items() if v is not None}
+            pipe.xadd(message.target, fields, maxlen=message.maxlen, approximate=True)
+    pipe.execute()
+
+
+@attrs.define
+class _Backlog:
+    """Messages accepted but not yet written, bounded; ``ready`` wakes the writer."""
+
+    limit: int
+    metrics: Metrics
+    items: deque[RedisMessage] = attrs.field(factory=deque)
+    ready: trio.Event = attrs.field(factory=trio.Event)
+
+    def push(self, message: RedisMessage) -> None:
+        if len(self.items) >= self.limit:
+            dropped = self.items.popleft()
+            self.metrics.redis_dropped.labels(kind=dropped.kind).inc()
+        self.items.append(message)
+        self.ready.set()
+
+
+async def _collect(inbox: trio.MemoryReceiveChannel[RedisMessage], backlog: _Backlog) -> None:
+    async with inbox:
+        async for message in inbox:
+            backlog.push(message)
+
+
+async def _write_forever(client: redis.Redis, backlog: _Backlog, metrics: Metrics, url: str) -> None:
+    backoff = INITIAL_BACKOFF_S
+    connected: bool | None = None
+    while True:
+        if not backlog.items:
+            backlog.ready = trio.Event()
+            await backlog.ready.wait()
+        batch = list(backlog.items)[:WRITE_BATCH]
+        try:
+            await trio.to_thread.run_sync(_write_batch, client, batch, abandon_on_cancel=True)
+        except redis.RedisError as exc:
+            if connected is not False:
+                log.warning("redis unreachable (%s); buffering %d message(s)", exc, len(backlog.items))
+            connected = False
+            metrics.redis_connected.set(0)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            continue
+        for _ in batch:
+            backlog.items.popleft()
+        if connected is not True:
+            log.info("redis connected at %s", _redact(url))
+        connected = True
+        metrics.redis_connected.set(1)
+        backoff = INITIAL_BACKOFF_S
+
+
+def _redact(url: str) -> str:
+    """Never log a password embedded in the URL."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def make_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=1.0, health_check_interval=10
+    )
+
+
+async def run(
+    url: str,
+    inbox: trio.MemoryReceiveChannel[RedisMessage],
+    metrics: Metrics,
+    *,
+    buffer_limit: int = 10_000,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Drain ``inbox`` into Redis until cancelled; flush what is left for up to 1 s on the way out."""
+    client = make_client(url)
+    backlog = _Backlog(buffer_limit, metrics)
+    metrics.redis_connected.set(0)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_collect, inbox, backlog)
+            nursery.start_soon(_write_forever, client, backlog, metrics, url)
+            task_status.started()
+    finally:
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            if backlog.items:
+                try:
+                    await trio.to_thread.run_sync(
+                        _write_batch, client, list(backlog.items), abandon_on_cancel=True
+                    )
+                except redis.RedisError as exc:
+                    log.warning("redis: %d message(s) not written at shutdown: %s", len(backlog.items), exc)
+        client.close()

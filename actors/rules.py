@@ -1,0 +1,858 @@
+"""Routing rules: config validation and the compiled, memoized model selector.
+
+This module is pure logic (no file, network or clock access) so that the reload actor can
+validate a candidate config before swapping it in, and so the hot path (``select``) can be
+tested exhaustively against a brute-force reference.  Callers read files, resolve
+``model_repository`` against the config folder and decide what to do with warnings.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import json
+import math
+import operator
+import re
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import yaml
+
+__all__ = [
+    "DEFAULT_MEMO_LIMIT",
+    "ConfigError",
+    "HorizonRange",
+    "ModelThreshold",
+    "ReloadSettings",
+    "RouterConfig",
+    "RouterSettings",
+    "RoutingSnapshot",
+    "Rule",
+    "Selection",
+    "compile_snapshot",
+    "parse_config",
+    "parse_horizon",
+    "select_model",
+]
+
+#: Memo entries kept per snapshot before the memo is cleared; asset classes and symbols come
+#: from clients, so the memo must never grow without bound.
+DEFAULT_MEMO_LIMIT = 8192
+
+DOCUMENT_PATH = "<document>"
+ALLOWED_SIGNALS = ("SIGHUP", "SIGUSR1", "SIGUSR2")
+_WILDCARD_CHARS = frozenset("*?[")
+_GLOB_CHARS_RE = re.compile(r"^[A-Za-z0-9_\-./:*?\[\]!]+$")
+_HORIZON_TERM_RE = re.compile(r"^\s*(<=|>=|<|>)\s*(\d+(?:\.\d+)?)\s*$")
+_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigError(ValueError):
+    """Every problem found in a config, so an operator can fix them all in one edit.
+
+    ``message`` is a one-line summary for logs and HTTP responses; ``details`` holds one
+    ``{"path": ..., "message": ...}`` dict per problem, with paths relative to ``model_router``.
+    """
+
+    def __init__(self, message: str, details: Iterable[Mapping[str, str]] = ()) -> None:
+        self.message = message
+        self.details: tuple[dict[str, str], ...] = tuple(dict(d) for d in details)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        lines.extend(f"  {d['path']}: {d['message']}" for d in self.details)
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- horizon ranges
+
+
+def _fmt_number(value: float) -> str:
+    """Render bounds without a spurious ``.0`` so labels read like the config."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@attrs.frozen
+class HorizonRange:
+    """An interval of horizons in ms; ``None`` bounds are unbounded (``*`` has both None)."""
+
+    lo: float | None
+    lo_inclusive: bool
+    hi: float | None
+    hi_inclusive: bool
+    text: str
+
+    def contains(self, v: float) -> bool:
+        """True when ``v`` lies in the interval (the reference semantics for buckets)."""
+        lo, hi = self.lo, self.hi
+        if lo is not None and not (v > lo or (self.lo_inclusive and v == lo)):
+            return False
+        return hi is None or v < hi or (self.hi_inclusive and v == hi)
+
+    def covers(self, other: HorizonRange) -> bool:
+        """True when every value in ``other`` is also in ``self`` (used for shadow warnings)."""
+        return self._lo_covers(other) and self._hi_covers(other)
+
+    def _lo_covers(self, other: HorizonRange) -> bool:
+        if self.lo is None:
+            return True
+        if other.lo is None or other.lo < self.lo:
+            return False
+        return other.lo > self.lo or self.lo_inclusive or not other.lo_inclusive
+
+    def _hi_covers(self, other: HorizonRange) -> bool:
+        if self.hi is None:
+            return True
+        if other.hi is None or other.hi > self.hi:
+            return False
+        return other.hi < self.hi or self.hi_inclusive or not other.hi_inclusive
+
+    def is_empty(self) -> bool:
+        """True when no value can satisfy the range, which is always a config mistake."""
+        if self.lo is None or self.hi is None:
+            return False
+        if self.lo != self.hi:
+            return self.lo > self.hi
+        return not (self.lo_inclusive and self.hi_inclusive)
+
+    def points(self) -> tuple[float, ...]:
+        """Finite bounds; the snapshot buckets horizons by these critical points."""
+        return tuple(p for p in (self.lo, self.hi) if p is not None)
+
+
+def _tighter_lo(cur: tuple[float | None, bool], new: tuple[float, bool]) -> tuple[float | None, bool]:
+    """Intersect two lower bounds: the larger wins, exclusive wins a tie."""
+    if cur[0] is None or new[0] > cur[0]:
+        return new
+    if new[0] == cur[0]:
+        return (cur[0], cur[1] and new[1])
+    return cur
+
+
+def _tighter_hi(cur: tuple[float | None, bool], new: tuple[float, bool]) -> tuple[float | None, bool]:
+    """Intersect two upper bounds: the smaller wins, exclusive wins a tie."""
+    if cur[0] is None or new[0] < cur[0]:
+        return new
+    if new[0] == cur[0]:
+        return (cur[0], cur[1] and new[1])
+    return cur
+
+
+def parse_horizon(expr: str) -> HorizonRange:
+    """Parse ``*``, ``<N``, ``<=N``, ``>N``, ``>=N`` or an ``&`` conjunction of those.
+
+    Raises ValueError for anything else, including empty ranges, because a rule that can
+    never match is always a typo rather than intent.
+    """
+    if not isinstance(expr, str):
+        raise ValueError(f"horizon expression must be a string, got {type(expr).__name__}")
+    text = expr.strip()
+    if text == "*":
+        return HorizonRange(None, False, None, False, text)
+    if not text:
+        raise ValueError("empty horizon expression (use '*' for any horizon)")
+    lo: tuple[float | None, bool] = (None, False)
+    hi: tuple[float | None, bool] = (None, False)
+    for term in text.split("&"):
+        m = _HORIZON_TERM_RE.match(term)
+        if m is None:
+            raise ValueError(
+                f"invalid horizon term {term.strip()!r} in {text!r}: expected '*' alone or "
+                "terms like '<N', '<=N', '>N', '>=N' (N a non-negative number) joined by '&'"
+            )
+        op, value = m.group(1), float(m.group(2))
+        if op[0] == ">":
+            lo = _tighter_lo(lo, (value, op == ">="))
+        else:
+            hi = _tighter_hi(hi, (value, op == "<="))
+    rng = HorizonRange(lo[0], lo[1], hi[0], hi[1], text)
+    if rng.is_empty():
+        raise ValueError(f"horizon expression {text!r} is an empty range and can never match")
+    return rng
+
+
+# --------------------------------------------------------------------------- globs
+
+
+def _glob_problem(pattern: str) -> str | None:
+    """Explain why ``pattern`` is not an acceptable glob, or None when it is fine."""
+    if not pattern:
+        return "empty glob (use '*' to match anything)"
+    if not _GLOB_CHARS_RE.match(pattern):
+        bad = sorted({c for c in pattern if not _GLOB_CHARS_RE.match(c)})
+        return f"glob {pattern!r} contains disallowed characters {''.join(bad)!r}"
+    return _bracket_problem(pattern)
+
+
+def _bracket_problem(pattern: str) -> str | None:
+    """Reject unbalanced or empty ``[...]`` classes, which fnmatch would silently treat as text."""
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "]":
+            return f"glob {pattern!r} has an unbalanced ']'"
+        if ch == "[":
+            close = pattern.find("]", i + 1)
+            body = pattern[i + 1 : close] if close != -1 else ""
+            if close == -1 or "[" in body:
+                return f"glob {pattern!r} has an unbalanced '['"
+            if body in ("", "!"):
+                return f"glob {pattern!r} has an empty character class"
+            i = close
+        i += 1
+    return None
+
+
+def _has_wildcard(pattern: str) -> bool:
+    return not _WILDCARD_CHARS.isdisjoint(pattern)
+
+
+def _pattern_covers(a: str, b: str) -> bool:
+    """Conservative 'every string matching b matches a' test for shadow warnings."""
+    return a == "*" or a == b or (not _has_wildcard(b) and fnmatch.fnmatchcase(b, a))
+
+
+def _compile_glob(pattern: str) -> Callable[[str], Any]:
+    """Cheapest matcher for a validated glob: equality for literals, a regex otherwise."""
+    if pattern == "*":
+        return _always
+    if not _has_wildcard(pattern):
+        return functools.partial(operator.eq, pattern)
+    return re.compile(fnmatch.translate(pattern)).match
+
+
+def _always(_: str) -> bool:
+    return True
+
+
+# --------------------------------------------------------------------------- value objects
+
+
+@attrs.frozen
+class Rule:
+    """One validated routing rule; ``index`` is its 0-based position in the file."""
+
+    index: int
+    asset_class: str
+    horizon: HorizonRange
+    symbol: str
+    model: str
+    fallback: str | None
+    priority: int
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view, shaped like the YAML so operators recognise it."""
+        return {
+            "index": self.index,
+            "match": {
+                "asset_class": self.asset_class,
+                "horizon_ms": self.horizon.text,
+                "symbol": self.symbol,
+            },
+            "model": self.model,
+            "fallback": self.fallback,
+            "priority": self.priority,
+            "description": self.description,
+        }
+
+
+@attrs.frozen
+class RouterSettings:
+    """The ``config`` section; ``model_repository`` is left relative for the caller to resolve."""
+
+    default_model: str
+    redis_url: str | None = None
+    max_latency_us: float = 50
+    cache_ttl_seconds: int = 300
+    performance_logging: bool = True
+    model_repository: str = "models"
+    preload_models: tuple[str, ...] = ()
+    max_cached_models: int = 16
+    model_cache_mb: float = 256
+    max_batch_items: int = 1024
+
+
+@attrs.frozen
+class ModelThreshold:
+    """Per-model health limits; None means 'not checked'."""
+
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+    min_samples: int = 100
+
+
+@attrs.frozen
+class ReloadSettings:
+    """How the reload actor watches and backs up the config."""
+
+    enabled: bool = True
+    signal: str = "SIGHUP"
+    validation: bool = True
+    backup_on_reload: bool = True
+    debounce_ms: int = 100
+    backup_count: int = 10
+
+
+@attrs.frozen
+class RouterConfig:
+    """A fully validated config; ``config_hash`` identifies it in selections and metrics."""
+
+    rules: tuple[Rule, ...]
+    settings: RouterSettings
+    thresholds: tuple[tuple[str, ModelThreshold], ...]
+    reload: ReloadSettings
+    config_hash: str
+    warnings: tuple[str, ...] = ()
+
+    def threshold_for(self, model: str) -> ModelThreshold | None:
+        """Thresholds configured for ``model``, or None when it has none."""
+        for name, threshold in self.thresholds:
+            if name == model:
+                return threshold
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view for the admin API and reload logs."""
+        settings = attrs.asdict(self.settings)
+        settings["preload_models"] = list(self.settings.preload_models)
+        return {
+            "rules": [r.to_dict() for r in self.rules],
+            "config": settings,
+            "thresholds": {name: attrs.asdict(t) for name, t in self.thresholds},
+            "reload": attrs.asdict(self.reload),
+            "config_hash": self.config_hash,
+            "warnings": list(self.warnings),
+        }
+
+
+@attrs.frozen
+class Selection:
+    """The routing decision; instances are shared, never mutate or rebuild them per request."""
+
+    model: str
+    rule_index: int | None
+    config_hash: str
+    fallback: str | None
+    description: str
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+class _Problems:
+    """Collects every problem so one parse reports them all."""
+
+    def __init__(self) -> None:
+        self.details: list[dict[str, str]] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.details.append({"path": path, "message": message})
+
+
+def _join(base: str, key: str) -> str:
+    return key if not base else f"{base}.{key}"
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check_keys(mapping: Mapping[Any, Any], allowed: tuple[str, ...], path: str, probs: _Problems) -> None:
+    """Unknown keys are errors so typos (``priorty``) never silently fall back to defaults."""
+    for key in mapping:
+        if key not in allowed:
+            probs.add(_join(path, str(key)), f"unknown key {key!r} (allowed: {', '.join(allowed)})")
+
+
+def _mapping(value: Any, path: str, probs: _Problems, *, what: str = "a mapping") -> dict[Any, Any] | None:
+    """Treat null as an empty section; anything else but a mapping is an error."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    probs.add(path, f"expected {what}, got {_describe(value)}")
+    return None
+
+
+def _opt_str(m: Mapping[Any, Any], key: str, path: str, probs: _Problems, default: str | None,
+             *, nullable: bool = False) -> str | None:
+    if key not in m or (nullable and m[key] is None):
+        return default
+    value = m[key]
+    if not isinstance(value, str) or not value:
+        probs.add(_join(path, key), f"expected a non-empty string, got {_describe(value)}")
+        return default
+    return value
+
+
+def _opt_bool(m: Mapping[Any, Any], key: str, path: str, probs: _Problems, default: bool) -> bool:
+    value = m.get(key, default)
+    if not isinstance(value, bool):
+        probs.add(_join(path, key), f"expected true or false, got {_describe(value)}")
+        return default
+    return value
+
+
+def _opt_int(m: Mapping[Any, Any], key: str, path: str, probs: _Problems, default: int,
+             lo: int | None = None, hi: int | None = None) -> int:
+    value = m.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        probs.add(_join(path, key), f"expected an integer, got {_describe(value)}")
+        return default
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        probs.add(_join(path, key), f"must be {bounds}, got {value}")
+        return default
+    return value
+
+
+def _opt_number(m: Mapping[Any, Any], key: str, path: str, probs: _Problems, default: float | None,
+                *, positive: bool = False, unit: bool = False) -> float | None:
+    value = m.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        probs.add(_join(path, key), f"expected a finite number, got {_describe(value)}")
+        return default
+    if positive and value <= 0:
+        probs.add(_join(path, key), f"must be > 0, got {value}")
+        return default
+    if unit and not 0 <= value <= 1:
+        probs.add(_join(path, key), f"must be between 0 and 1, got {value}")
+        return default
+    return value
+
+
+# --------------------------------------------------------------------------- section parsers
+
+
+_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "default_model")
+_RULE_KEYS = ("match", "model", "fallback", "priority", "description")
+_MATCH_KEYS = ("asset_class", "horizon_ms", "symbol")
+_CONFIG_KEYS = tuple(f.name for f in attrs.fields(RouterSettings))
+_THRESHOLD_KEYS = tuple(f.name for f in attrs.fields(ModelThreshold))
+_RELOAD_KEYS = tuple(f.name for f in attrs.fields(ReloadSettings))
+
+
+class _ModelRefs:
+    """Every place a model is named, checked against ``known_models`` after parsing."""
+
+    def __init__(self) -> None:
+        self.refs: list[tuple[str, str]] = []
+
+    def add(self, path: str, name: str | None) -> None:
+        if name is not None:
+            self.refs.append((path, name))
+
+    def check(self, known: frozenset[str], probs: _Problems) -> None:
+        listing = ", ".join(sorted(known)) or "(none)"
+        for path, name in self.refs:
+            if name not in known:
+                probs.add(path, f"unknown model {name!r} (known models: {listing})")
+
+
+def _parse_glob(m: Mapping[Any, Any], key: str, path: str, probs: _Problems) -> str:
+    value = m.get(key, "*")
+    if not isinstance(value, str):
+        probs.add(_join(path, key), f"expected a quoted glob string, got {_describe(value)}")
+        return "*"
+    problem = _glob_problem(value)
+    if problem is not None:
+        probs.add(_join(path, key), problem)
+        return "*"
+    return value
+
+
+def _parse_rule_horizon(m: Mapping[Any, Any], path: str, probs: _Problems) -> HorizonRange:
+    value = m.get("horizon_ms", "*")
+    hpath = _join(path, "horizon_ms")
+    if not isinstance(value, str):
+        probs.add(hpath, f"must be a quoted expression string such as \"<60000\", got {_describe(value)}")
+        return parse_horizon("*")
+    try:
+        return parse_horizon(value)
+    except ValueError as exc:
+        probs.add(hpath, str(exc))
+        return parse_horizon("*")
+
+
+def _parse_match(value: Any, path: str, probs: _Problems) -> tuple[str, HorizonRange, str]:
+    m = _mapping(value, path, probs)
+    if m is None:
+        return "*", parse_horizon("*"), "*"
+    _check_keys(m, _MATCH_KEYS, path, probs)
+    return (
+        _parse_glob(m, "asset_class", path, probs),
+        _parse_rule_horizon(m, path, probs),
+        _parse_glob(m, "symbol", path, probs),
+    )
+
+
+def _parse_rule(index: int, value: Any, probs: _Problems, refs: _ModelRefs) -> Rule | None:
+    path = f"rules[{index}]"
+    m = _mapping(value, path, probs)
+    if m is None:
+        return None
+    _check_keys(m, _RULE_KEYS, path, probs)
+    asset_class, horizon, symbol = _parse_match(m.get("match"), _join(path, "match"), probs)
+    if "model" not in m:
+        probs.add(_join(path, "model"), "missing required key 'model'")
+    model = _opt_str(m, "model", path, probs, None)
+    fallback = _opt_str(m, "fallback", path, probs, None, nullable=True)
+    refs.add(_join(path, "model"), model)
+    refs.add(_join(path, "fallback"), fallback)
+    priority = _opt_int(m, "priority", path, probs, 100)
+    description = m.get("description", "")
+    if not isinstance(description, str):
+        probs.add(_join(path, "description"), f"expected a string, got {_describe(description)}")
+        description = ""
+    if model is None:
+        return None
+    return Rule(index, asset_class, horizon, symbol, model, fallback, priority, description)
+
+
+def _parse_rules(value: Any, probs: _Problems, refs: _ModelRefs) -> tuple[Rule, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        probs.add("rules", f"expected a list of rules, got {_describe(value)}")
+        return ()
+    parsed = (_parse_rule(i, item, probs, refs) for i, item in enumerate(value))
+    return tuple(r for r in parsed if r is not None)
+
+
+def _parse_preload(m: Mapping[Any, Any], path: str, probs: _Problems, refs: _ModelRefs) -> tuple[str, ...]:
+    value = m.get("preload_models", [])
+    ppath = _join(path, "preload_models")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        probs.add(ppath, f"expected a list of model names, got {_describe(value)}")
+        return ()
+    names: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            probs.add(f"{ppath}[{i}]", f"expected a model name, got {_describe(item)}")
+            continue
+        refs.add(f"{ppath}[{i}]", item)
+        names.append(item)
+    return tuple(names)
+
+
+def _resolve_default_model(root: Mapping[Any, Any], cfg: Mapping[Any, Any], probs: _Problems) -> str | None:
+    """Accept either ``model_router.default_model`` or ``config.default_model``, not a conflict."""
+    top = _opt_str(root, "default_model", "", probs, None)
+    inner = _opt_str(cfg, "default_model", "config", probs, None)
+    if top is not None and inner is not None and top != inner:
+        probs.add("config.default_model", f"conflicts with default_model {top!r} given at model_router level")
+    chosen = inner if inner is not None else top
+    if chosen is None and "default_model" not in root and "default_model" not in cfg:
+        probs.add("config.default_model", "missing default model (set config.default_model)")
+    return chosen
+
+
+def _parse_settings(root: Mapping[Any, Any], probs: _Problems, refs: _ModelRefs) -> RouterSettings:
+    path = "config"
+    cfg = _mapping(root.get("config"), path, probs) or {}
+    _check_keys(cfg, _CONFIG_KEYS, path, probs)
+    default_model = _resolve_default_model(root, cfg, probs)
+    path_of_default = "config.default_model" if "default_model" in cfg else "default_model"
+    refs.add(path_of_default, default_model)
+    d = RouterSettings(default_model="")
+    return RouterSettings(
+        default_model=default_model or "",
+        redis_url=_opt_str(cfg, "redis_url", path, probs, None, nullable=True),
+        max_latency_us=_opt_number(cfg, "max_latency_us", path, probs, d.max_latency_us, positive=True),
+        cache_ttl_seconds=_opt_int(cfg, "cache_ttl_seconds", path, probs, d.cache_ttl_seconds, lo=0),
+        performance_logging=_opt_bool(cfg, "performance_logging", path, probs, d.performance_logging),
+        model_repository=_opt_str(cfg, "model_repository", path, probs, d.model_repository) or "",
+        preload_models=_parse_preload(cfg, path, probs, refs),
+        max_cached_models=_opt_int(cfg, "max_cached_models", path, probs, d.max_cached_models, lo=1),
+        model_cache_mb=_opt_number(cfg, "model_cache_mb", path, probs, d.model_cache_mb, positive=True),
+        max_batch_items=_opt_int(cfg, "max_batch_items", path, probs, d.max_batch_items, lo=1),
+    )
+
+
+def _parse_threshold(value: Any, path: str, probs: _Problems) -> ModelThreshold:
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _THRESHOLD_KEYS, path, probs)
+    return ModelThreshold(
+        max_latency_ms=_opt_number(m, "max_latency_ms", path, probs, None, positive=True),
+        min_accuracy=_opt_number(m, "min_accuracy", path, probs, None, unit=True),
+        min_samples=_opt_int(m, "min_samples", path, probs, 100, lo=1),
+    )
+
+
+def _parse_thresholds(
+    value: Any, probs: _Problems, refs: _ModelRefs
+) -> tuple[tuple[str, ModelThreshold], ...]:
+    m = _mapping(value, "model_thresholds", probs) or {}
+    out: list[tuple[str, ModelThreshold]] = []
+    for name, item in m.items():
+        path = f"model_thresholds.{name}"
+        if not isinstance(name, str) or not name:
+            probs.add(path, f"model name must be a non-empty string, got {_describe(name)}")
+            continue
+        refs.add(path, name)
+        out.append((name, _parse_threshold(item, path, probs)))
+    return tuple(out)
+
+
+def _parse_reload(value: Any, probs: _Problems) -> ReloadSettings:
+    path = "reload"
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _RELOAD_KEYS, path, probs)
+    signal = m.get("signal", "SIGHUP")
+    if signal not in ALLOWED_SIGNALS:
+        probs.add("reload.signal", f"must be one of {', '.join(ALLOWED_SIGNALS)}, got {_describe(signal)}")
+        signal = "SIGHUP"
+    return ReloadSettings(
+        enabled=_opt_bool(m, "enabled", path, probs, True),
+        signal=signal,
+        validation=_opt_bool(m, "validation", path, probs, True),
+        backup_on_reload=_opt_bool(m, "backup_on_reload", path, probs, True),
+        debounce_ms=_opt_int(m, "debounce_ms", path, probs, 100, lo=0, hi=10000),
+        backup_count=_opt_int(m, "backup_count", path, probs, 10, lo=1, hi=1000),
+    )
+
+
+# --------------------------------------------------------------------------- document level
+
+
+def _load_yaml(text: str, probs: _Problems) -> Any:
+    """Parse YAML safely (libyaml when present: ~10x faster on big rule sets) with located errors."""
+    try:
+        return yaml.load(text, Loader=_SAFE_LOADER)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        probs.add(DOCUMENT_PATH, f"invalid YAML{where}: {problem}")
+        return None
+
+
+def _router_root(data: Any, probs: _Problems) -> dict[Any, Any] | None:
+    if not isinstance(data, dict):
+        message = f"top level must be a mapping with a 'model_router' key, got {_describe(data)}"
+        probs.add(DOCUMENT_PATH, message)
+        return None
+    for key in data:
+        if key != "model_router":
+            message = f"unknown top-level key {key!r} (only 'model_router' is allowed)"
+            probs.add(f"{DOCUMENT_PATH}.{key}", message)
+    if "model_router" not in data:
+        probs.add(DOCUMENT_PATH, "missing top-level key 'model_router'")
+        return None
+    root = _mapping(data["model_router"], "model_router", probs)
+    if root is not None:
+        _check_keys(root, _TOP_KEYS, "", probs)
+    return root
+
+
+def _hash_data(data: Any) -> str:
+    """Hash the parsed data, not the text, so comment and whitespace edits keep the hash."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def _evaluation_order(rules: Iterable[Rule]) -> list[Rule]:
+    """Ascending priority; Python's stable sort keeps file order for ties."""
+    return sorted(rules, key=lambda r: r.priority)
+
+
+def _rule_covers(a: Rule, b: Rule) -> bool:
+    return (
+        a.horizon.covers(b.horizon)
+        and _pattern_covers(a.asset_class, b.asset_class)
+        and _pattern_covers(a.symbol, b.symbol)
+    )
+
+
+def _shadow_warnings(rules: tuple[Rule, ...]) -> tuple[str, ...]:
+    """Warn about rules an earlier rule (in evaluation order) makes unreachable."""
+    ordered = _evaluation_order(rules)
+    out: list[str] = []
+    for pos, rule in enumerate(ordered):
+        for earlier in ordered[:pos]:
+            if _rule_covers(earlier, rule):
+                out.append(
+                    f"rules[{rule.index}] can never match: rules[{earlier.index}] is evaluated "
+                    f"earlier (priority {earlier.priority} vs {rule.priority}) and covers its match"
+                )
+                break
+    return tuple(out)
+
+
+def _summary(details: list[dict[str, str]]) -> str:
+    first = details[0]
+    more = f" (+{len(details) - 1} more)" if len(details) > 1 else ""
+    head = f"invalid router config: {len(details)} problem(s)"
+    return f"{head}; first: {first['path']}: {first['message']}{more}"
+
+
+def parse_config(text: str, *, known_models: frozenset[str] | None = None) -> RouterConfig:
+    """Validate a config document and return it, or raise ConfigError listing every problem.
+
+    ``known_models`` (when given) makes references to models missing from the repository
+    errors, so a reload cannot route traffic to a model that cannot be loaded.
+    """
+    probs = _Problems()
+    data = _load_yaml(text, probs)
+    root = _router_root(data, probs) if not probs.details else None
+    if root is None:
+        if not probs.details:
+            probs.add(DOCUMENT_PATH, "no usable 'model_router' section")
+        raise ConfigError(_summary(probs.details), probs.details)
+    refs = _ModelRefs()
+    rules = _parse_rules(root.get("rules"), probs, refs)
+    settings = _parse_settings(root, probs, refs)
+    thresholds = _parse_thresholds(root.get("model_thresholds"), probs, refs)
+    reload_settings = _parse_reload(root.get("reload"), probs)
+    if known_models is not None:
+        refs.check(frozenset(known_models), probs)
+    if probs.details:
+        raise ConfigError(_summary(probs.details), probs.details)
+    return RouterConfig(
+        rules=rules,
+        settings=settings,
+        thresholds=thresholds,
+        reload=reload_settings,
+        config_hash=_hash_data(data),
+        warnings=_shadow_warnings(rules),
+    )
+
+
+# --------------------------------------------------------------------------- compiled snapshot
+
+
+_CompiledRule = tuple[Callable[[str], Any], HorizonRange, Callable[[str], Any] | None, Selection]
+
+
+@attrs.frozen(eq=False)
+class RoutingSnapshot:
+    """Immutable compiled routing table; ``select`` is the per-request hot path.
+
+    Horizons are reduced to a bucket index over the sorted critical points of all rule
+    ranges, so every value in a bucket compares identically against every rule and the
+    answer can be memoized per (asset_class, bucket, symbol).  The memo is the only mutable
+    state; it is bounded and holds shared Selection objects, so no lock is needed in Trio.
+    """
+
+    config: RouterConfig
+    _points: tuple[float, ...]
+    _ordered: tuple[_CompiledRule, ...]
+    _default: Selection
+    _uses_symbol: bool
+    _memo_limit: int
+    _memo: dict[tuple[str, int, str | None], Selection] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def config_hash(self) -> str:
+        return self.config.config_hash
+
+    @property
+    def memo_size(self) -> int:
+        """Current memo entries (for metrics and tests of the bound)."""
+        return len(self._memo)
+
+    @property
+    def memo_limit(self) -> int:
+        return self._memo_limit
+
+    @property
+    def points(self) -> tuple[float, ...]:
+        """Sorted critical points that define the horizon buckets."""
+        return self._points
+
+    def select(self, asset_class: str, horizon_ms: float, symbol: str | None = None) -> Selection:
+        """Pick the model for a request; first matching rule in priority order, else default."""
+        if horizon_ms != horizon_ms:
+            raise ValueError("horizon_ms must not be NaN")
+        points = self._points
+        i = bisect_left(points, horizon_ms)
+        bucket = i + i + 1 if i < len(points) and points[i] == horizon_ms else i + i
+        key = (asset_class, bucket, symbol if self._uses_symbol else None)
+        selection = self._memo.get(key)
+        if selection is None:
+            selection = self._fill(key, asset_class, horizon_ms, symbol)
+        return selection
+
+    def _fill(self, key: tuple[str, int, str | None], asset_class: str, horizon_ms: float,
+              symbol: str | None) -> Selection:
+        """Memo miss: scan the rules once, then remember the answer for the whole bucket."""
+        selection = self._resolve(asset_class, horizon_ms, symbol)
+        memo = self._memo
+        if len(memo) >= self._memo_limit:
+            memo.clear()
+        memo[key] = selection
+        return selection
+
+    def _resolve(self, asset_class: str, horizon_ms: float, symbol: str | None) -> Selection:
+        for asset_ok, horizon, symbol_ok, selection in self._ordered:
+            if not asset_ok(asset_class) or not horizon.contains(horizon_ms):
+                continue
+            if symbol_ok is not None and (symbol is None or not symbol_ok(symbol)):
+                continue
+            return selection
+        return self._default
+
+    def horizon_bucket(self, horizon_ms: float) -> int:
+        """Bucket index of a horizon: even = open gap between points, odd = exactly a point."""
+        if horizon_ms != horizon_ms:
+            raise ValueError("horizon_ms must not be NaN")
+        points = self._points
+        i = bisect_left(points, horizon_ms)
+        return i + i + 1 if i < len(points) and points[i] == horizon_ms else i + i
+
+    def bucket_label(self, bucket: int) -> str:
+        """Interval notation for a bucket, e.g. ``(60000,7200000)`` or ``[60000,60000]``."""
+        points = self._points
+        if not 0 <= bucket <= 2 * len(points):
+            raise ValueError(f"bucket {bucket} out of range 0..{2 * len(points)}")
+        k, exact = divmod(bucket, 2)
+        if exact:
+            p = _fmt_number(points[k])
+            return f"[{p},{p}]"
+        lo = _fmt_number(points[k - 1]) if k > 0 else "-inf"
+        hi = _fmt_number(points[k]) if k < len(points) else "+inf"
+        return f"({lo},{hi})"
+
+
+def _compile_rule(rule: Rule, config_hash: str) -> _CompiledRule:
+    selection = Selection(rule.model, rule.index, config_hash, rule.fallback, rule.description)
+    symbol_ok = None if rule.symbol == "*" else _compile_glob(rule.symbol)
+    return (_compile_glob(rule.asset_class), rule.horizon, symbol_ok, selection)
+
+
+def compile_snapshot(config: RouterConfig, *, memo_limit: int = DEFAULT_MEMO_LIMIT) -> RoutingSnapshot:
+    """Precompute everything ``select`` needs so the hot path is a bisect plus a dict hit."""
+    if memo_limit < 1:
+        raise ValueError("memo_limit must be >= 1")
+    ordered = _evaluation_order(config.rules)
+    points = sorted({float(p) for rule in ordered for p in rule.horizon.points()})
+    default = Selection(
+        config.settings.default_model, None, config.config_hash, None, "no rule matched: default model"
+    )
+    return RoutingSnapshot(
+        config=config,
+        points=tuple(points),
+        ordered=tuple(_compile_rule(r, config.config_hash) for r in ordered),
+        default=default,
+        uses_symbol=any(r.symbol != "*" for r in ordered),
+        memo_limit=memo_limit,
+    )
+
+
+def select_model(snapshot: RoutingSnapshot, asset_class: str, horizon_ms: float,
+                 symbol: str | None = None) -> Selection:
+    """Module-level alias of ``RoutingSnapshot.select`` for callers that prefer functions."""
+    return snapshot.select(asset_class, horizon_ms, symbol)

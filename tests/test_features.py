@@ -1,0 +1,170 @@
+"""Feature validation: request ``features`` -> the model's float32 input row (actors/features.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors.errors import ApiError
+from actors.features import check_finite_number, feature_row
+
+
+def _reject(features: Any, names: tuple[str, ...], window: int) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        feature_row(features, names, window)
+    return info.value
+
+
+def test_window_one_scalars_in_declared_order() -> None:
+    """Window 1 takes one number per feature, in the declared (not the request's) order."""
+    row = feature_row({"c": 3, "a": 1.5, "b": -2}, ("a", "b", "c"), 1)
+    assert row.dtype == np.float32
+    assert row.tolist() == [1.5, -2.0, 3.0]
+
+
+def test_window_one_accepts_single_element_list() -> None:
+    """With window 1 a one-element list is as good as a scalar."""
+    row = feature_row({"a": [4.0], "b": 5}, ("a", "b"), 1)
+    assert row.tolist() == [4.0, 5.0]
+
+
+def test_windowed_lists_are_feature_major() -> None:
+    """Every window value of feature 0 comes before any value of feature 1."""
+    row = feature_row({"y": [10, 20, 30, 40], "x": [1, 2, 3, 4]}, ("x", "y"), 4)
+    assert row.shape == (8,)
+    assert row.tolist() == [1, 2, 3, 4, 10, 20, 30, 40]
+
+
+def test_missing_and_unknown_names_are_listed() -> None:
+    """A mismatch names every missing and every unknown feature, plus what was expected."""
+    error = _reject({"a": 1, "zeta": 2, "alpha": 3}, ("a", "b", "c"), 1)
+    assert error.status == 422 and error.code == "invalid_features"
+    assert error.details["missing"] == ["b", "c"]
+    assert error.details["unknown"] == ["alpha", "zeta"]
+    assert error.details["expected"] == ["a", "b", "c"]
+
+
+def test_features_must_be_a_mapping() -> None:
+    """A list (or anything but an object) is rejected with 422."""
+    assert _reject([1, 2, 3], ("a", "b", "c"), 1).status == 422
+
+
+@pytest.mark.parametrize("values", [[1, 2, 3], [1, 2, 3, 4, 5], []])
+def test_wrong_list_length(values: list[float]) -> None:
+    """A list whose length is not the window is rejected, reporting window and length."""
+    error = _reject({"x": values, "y": [0, 0, 0, 0]}, ("x", "y"), 4)
+    assert error.status == 422
+    assert error.details == {"feature": "x", "window": 4, "got": len(values)}
+
+
+def test_scalar_for_windowed_feature_is_rejected() -> None:
+    """A window > 1 requires a list, not a scalar."""
+    error = _reject({"x": 1.0, "y": [0, 0, 0, 0]}, ("x", "y"), 4)
+    assert error.details == {"feature": "x", "window": 4}
+
+
+@pytest.mark.parametrize("value", [True, False, "1.0", None, {"v": 1}])
+def test_non_numbers_are_rejected(value: Any) -> None:
+    """Booleans, strings, None and objects are not numbers."""
+    error = _reject({"a": value, "b": 1, "c": 1}, ("a", "b", "c"), 1)
+    assert error.status == 422
+    assert error.details == {"feature": "a"}
+    assert "must be a number" in error.message
+
+
+@pytest.mark.parametrize("value", [True, "2", None])
+def test_non_number_inside_window_names_position(value: Any) -> None:
+    """A bad element of a list is reported with its index."""
+    error = _reject({"x": [1, 2, value, 4], "y": [0, 0, 0, 0]}, ("x", "y"), 4)
+    assert error.details == {"feature": "x[2]"}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_are_rejected(value: float) -> None:
+    """NaN and infinities are rejected, as scalars and inside windows."""
+    assert _reject({"a": value, "b": 1, "c": 1}, ("a", "b", "c"), 1).details == {"feature": "a"}
+    error = _reject({"x": [0, 0, 0, value], "y": [0, 0, 0, 0]}, ("x", "y"), 4)
+    assert error.details == {"feature": "x[3]"}
+    assert "not finite" in error.message
+
+
+def test_large_finite_value_within_float32_is_accepted() -> None:
+    """A large number that float32 can hold passes validation unchanged."""
+    row = feature_row({"a": 10**6, "b": 0, "c": 0}, ("a", "b", "c"), 1)
+    assert row[0] == pytest.approx(1e6)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_value_overflowing_float32_is_rejected() -> None:
+    """1e39 is a finite float64 but becomes inf in the float32 row: it must be a 422, not an inf input.
+
+    Known bug (reported): the finiteness check runs on float64, then numpy casts to float32 -> inf.
+    """
+    with pytest.raises(ApiError) as info:
+        row = feature_row({"a": 1e39, "b": 0, "c": 0}, ("a", "b", "c"), 1)
+        assert np.all(np.isfinite(row)), f"non-finite value reached the model input: {row}"
+    assert info.value.status == 422
+
+
+def test_integer_too_large_for_float_is_a_422() -> None:
+    """A JSON integer beyond float range must be a 422, not an OverflowError (HTTP 500).
+
+    Known bug (reported): ``float(10**400)`` raises OverflowError inside ``_check_number``.
+    """
+    with pytest.raises(ApiError) as info:
+        feature_row({"a": 10**400, "b": 0, "c": 0}, ("a", "b", "c"), 1)
+    assert info.value.status == 422
+
+
+def test_out_buffer_is_filled_in_place() -> None:
+    """With ``out`` the row is written into the given view and that view is returned."""
+    matrix = np.full((2, 8), -1.0, dtype=np.float32)
+    result = feature_row({"x": [1, 2, 3, 4], "y": [5, 6, 7, 8]}, ("x", "y"), 4, out=matrix[1])
+    assert np.shares_memory(result, matrix)
+    assert matrix[1].tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert matrix[0].tolist() == [-1.0] * 8
+
+
+def test_fresh_rows_are_independent() -> None:
+    """Without ``out`` each call returns a new array."""
+    first = feature_row({"a": 1, "b": 2, "c": 3}, ("a", "b", "c"), 1)
+    second = feature_row({"a": 4, "b": 5, "c": 6}, ("a", "b", "c"), 1)
+    assert not np.shares_memory(first, second)
+    assert first.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("value", [0, 5, 2.5, 1e12])
+def test_check_finite_number_accepts(value: float) -> None:
+    """Finite ints and floats come back as float."""
+    result = check_finite_number("horizon_ms", value, minimum=0)
+    assert isinstance(result, float) and result == float(value)
+
+
+@pytest.mark.parametrize("value", [True, "5", None, math.nan, math.inf, -math.inf, [1]])
+def test_check_finite_number_rejects(value: Any) -> None:
+    """Booleans, strings, None, NaN, infinities and lists are 422 invalid_field naming the field."""
+    with pytest.raises(ApiError) as info:
+        check_finite_number("horizon_ms", value)
+    assert info.value.status == 422 and info.value.code == "invalid_field"
+    assert info.value.details == {"field": "horizon_ms"}
+
+
+def test_check_finite_number_integer_beyond_float_range() -> None:
+    """``horizon_ms`` as a huge JSON integer must be a 422, not an OverflowError (HTTP 500).
+
+    Known bug (reported): ``math.isfinite(10**400)`` raises OverflowError.
+    """
+    with pytest.raises(ApiError) as info:
+        check_finite_number("horizon_ms", 10**400, minimum=0)
+    assert info.value.status == 422
+
+
+def test_check_finite_number_minimum() -> None:
+    """Values below ``minimum`` are rejected; the minimum itself is accepted."""
+    assert check_finite_number("horizon_ms", 0, minimum=0) == 0.0
+    with pytest.raises(ApiError) as info:
+        check_finite_number("horizon_ms", -0.5, minimum=0)
+    assert ">= 0" in info.value.message
