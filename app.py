@@ -509,8 +509,8 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--port", type=int, default=int(environ.get("MODEL_ROUTER_PORT", "8000")))
     parser.add_argument("--models", default=environ.get("MODEL_REPOSITORY"),
                         help="model repository folder (default: config.model_repository)")
-    parser.add_argument("--redis-url", default=environ.get("MODEL_ROUTER_REDIS_URL"),
-                        help="overrides config.redis_url")
+    parser.add_argument("--redis-url", default=environ.get("MODEL_ROUTER_REDIS_URL") or environ.get("REDIS_URL"),
+                        help="overrides config.redis_url (env MODEL_ROUTER_REDIS_URL or REDIS_URL)")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
@@ -528,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     options, level = parse_options(sys.argv[1:] if argv is None else argv, dict(os.environ))
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     if options.admin_key is None:
         log.warning("no admin key set: admin endpoints answer 403 (set MODEL_ROUTER_ADMIN_KEY)")
     try:

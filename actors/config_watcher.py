@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ log = logging.getLogger("model_router.config")
 RELOAD_CHANNEL = "param.reload"
 MAX_CONFIG_BYTES = 1024 * 1024
 WATCH_STEP_MS = 5
-WATCH_POLL_TIMEOUT_MS = 250
+WATCH_POLL_TIMEOUT_MS = 50
 
 
 @attrs.frozen
@@ -115,6 +116,11 @@ def backup_name(stem: str, timestamp: float, config_hash: str) -> str:
     return f"{stem}.{stamp}.{millis:03d}Z.{config_hash}.yml"
 
 
+def is_backup_of(stem: str, name: str) -> bool:
+    """Exactly ``<stem>.<YYYYmmddTHHMMSS>.<mmm>Z.<hash>.yml``: another config's backups never match."""
+    return re.fullmatch(re.escape(stem) + r"\.\d{8}T\d{6}\.\d{3}Z\.[^.]+\.yml", name) is not None
+
+
 def backups_to_prune(names: list[str], keep: int) -> list[str]:
     """Oldest first beyond ``keep``; names sort by time because the stamp is fixed-width UTC."""
     return sorted(names)[: max(0, len(names) - keep)]
@@ -127,7 +133,7 @@ def write_backup(folder: Path, stem: str, text: str, config_hash: str, keep: int
     tmp = target.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
-    existing = [p.name for p in folder.glob(f"{stem}.*Z.*.yml")]
+    existing = [p.name for p in folder.iterdir() if is_backup_of(stem, p.name)]
     for name in backups_to_prune(existing, keep):
         (folder / name).unlink(missing_ok=True)
     return target
@@ -178,7 +184,7 @@ class _Watcher:
             log.warning("config %s: %s", config.config_hash, warning)
         self.note_restart_only_changes(previous, config)
         if config.reload.backup_on_reload and previous.config_hash != config.config_hash:
-            await self.backup(self.last_good_text, previous)
+            await self.backup(self.last_good_text, previous.config_hash, config.reload.backup_count)
         self.last_good_text = text
         self.on_applied(config)
         log.info("reload (%s) ok: %s, %d rules, %.2f ms", trigger, config.config_hash,
@@ -197,11 +203,10 @@ class _Watcher:
             if getattr(old.settings, field) != getattr(new.settings, field):
                 log.warning("config.%s changed; it takes effect at the next restart", field)
 
-    async def backup(self, text: str, previous: RouterConfig) -> None:
+    async def backup(self, text: str, config_hash: str, keep: int) -> None:
         folder = self.handle.path.parent / "backups"
         try:
-            await trio.to_thread.run_sync(write_backup, folder, self.handle.path.stem, text,
-                                          previous.config_hash, previous.reload.backup_count)
+            await trio.to_thread.run_sync(write_backup, folder, self.handle.path.stem, text, config_hash, keep)
         except OSError as exc:
             log.warning("could not write config backup to %s: %s", folder, exc)
 
@@ -221,27 +226,36 @@ def _file_stat(path: Path) -> tuple[int, int, int] | None:
 
 
 async def _watch_file(path: Path, settings: ReloadSettings,
-                      commands: trio.MemorySendChannel[ReloadCommand]) -> None:
+                      commands: trio.MemorySendChannel[ReloadCommand],
+                      *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Send a reload per settled change of ``path``, at most one per ``debounce_ms``.
 
     The folder is watched (not the file) so atomic saves (write temp + rename), deletion
     and re-creation are all seen. A change that leaves inode, size and mtime as they
-    were at the last attempt is skipped.
+    were at the last attempt is skipped. Reports started once the watch is established
+    (its first poll came back), so an edit made right after start-up is never missed.
     """
     debounce_s = settings.debounce_ms / 1000
     last_stat = _file_stat(path)
     last_reload = -math.inf
     name = path.name
+    started = False
 
     def only_config(_change: watchfiles.Change, changed: str) -> bool:
         return Path(changed).name == name
 
     while True:
         try:
-            async for _changes in watchfiles.awatch(
+            async for changes in watchfiles.awatch(
                 path.parent, watch_filter=only_config, debounce=max(settings.debounce_ms, 10),
-                step=WATCH_STEP_MS, rust_timeout=WATCH_POLL_TIMEOUT_MS, recursive=False,
+                step=WATCH_STEP_MS, rust_timeout=WATCH_POLL_TIMEOUT_MS, yield_on_timeout=True,
+                recursive=False,
             ):
+                if not started:
+                    started = True
+                    task_status.started()
+                if not changes:
+                    continue
                 wait = last_reload + debounce_s - trio.current_time()
                 if wait > 0:
                     await trio.sleep(wait)
@@ -255,6 +269,9 @@ async def _watch_file(path: Path, settings: ReloadSettings,
                     await commands.send(ReloadCommand("file", reply_send))
                     await reply_recv.receive()
         except (OSError, RuntimeError) as exc:
+            if not started:
+                started = True
+                task_status.started()
             log.warning("watching %s failed (%s); retrying in 1 s", path.parent, exc)
             await trio.sleep(1.0)
 
@@ -270,9 +287,11 @@ async def _run_triggers(path: Path, settings: ReloadSettings,
                         *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
+            # The signal handler is installed even with file watching off: an unhandled
+            # SIGHUP would terminate the process instead of reloading it.
+            nursery.start_soon(_watch_signal, getattr(signal, settings.signal), commands)
             if settings.enabled:
-                nursery.start_soon(_watch_file, path, settings, commands)
-                nursery.start_soon(_watch_signal, getattr(signal, settings.signal), commands)
+                await nursery.start(_watch_file, path, settings, commands)
             task_status.started(scope)
             await trio.sleep_forever()
 

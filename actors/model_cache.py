@@ -249,21 +249,21 @@ class _CacheActor:
         catalog = self.rescan()
         versions = catalog.get(request.name)
         if not versions:
-            await request.reply.send(LoadResult(error=self.missing(request.name, None)))
+            _reply(request.reply, LoadResult(error=self.missing(request.name, None)))
             return
         newest = max(versions, key=int)
         try:
             model = await self.load_one(request.name, newest)
         except ModelLoadError as exc:
             self.record_failure(request.name, newest, exc.reason)
-            await request.reply.send(LoadResult(error=ApiError(
+            _reply(request.reply, LoadResult(error=ApiError(
                 409, "model_reload_failed",
                 f"{request.name}@{newest} failed to load; the previous version keeps serving",
                 {"model": request.name, "version": newest, "reason": exc.reason,
                  "serving": self.cache.view.active.get(request.name)})))
             return
         previous = self.install(model, make_active=True)
-        await request.reply.send(LoadResult(model=model, previous_version=previous))
+        _reply(request.reply, LoadResult(model=model, previous_version=previous))
 
     def missing(self, name: str, version: str | None) -> ApiError:
         catalog = self.cache.view.catalog
@@ -275,10 +275,15 @@ class _CacheActor:
 
     def answer(self, key: tuple[str, str | None], result: LoadResult) -> None:
         for reply in self.waiters.pop(key, []):
-            try:
-                reply.send_nowait(result)
-            except (trio.BrokenResourceError, trio.WouldBlock):
-                log.debug("a waiter for %s left before its answer", key)
+            _reply(reply, result)
+
+
+def _reply(channel: trio.MemorySendChannel[LoadResult], result: LoadResult) -> None:
+    """Answer a caller that may have given up (timeout, client gone): never crash the actor."""
+    try:
+        channel.send_nowait(result)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+        log.debug("a caller left before its answer")
 
 
 async def _sweep_idle(actor: _CacheActor, ttl_seconds: Callable[[], float]) -> None:

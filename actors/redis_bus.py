@@ -64,6 +64,21 @@ def disabled_outbox(metrics: Metrics) -> RedisOutbox:
     return RedisOutbox(None, metrics)
 
 
+def stream_fields(payload: dict[str, Any]) -> dict[str, str | int | float]:
+    """Stream entries hold flat strings/numbers: booleans become "true"/"false", others JSON."""
+    fields: dict[str, str | int | float] = {}
+    for key, value in payload.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            fields[key] = "true" if value else "false"
+        elif isinstance(value, (str, int, float)):
+            fields[key] = value
+        else:
+            fields[key] = json.dumps(value, separators=(",", ":"))
+    return fields
+
+
 def _write_batch(client: redis.Redis, batch: list[RedisMessage]) -> None:
     """Blocking: one pipeline round trip for the whole batch (runs in a worker thread)."""
     pipe = client.pipeline(transaction=False)
@@ -71,27 +86,60 @@ def _write_batch(client: redis.Redis, batch: list[RedisMessage]) -> None:
         if message.kind == "publish":
             pipe.publish(message.target, json.dumps(message.payload, separators=(",", ":")))
         else:
-            fields = {k: v if isinstance(v, (str, int, float)) else json.dumps(v)
-                      for k, v in message.payload.items() if v is not None}
-            pipe.xadd(message.target, fields, maxlen=message.maxlen, approximate=True)
+            pipe.xadd(message.target, stream_fields(message.payload), maxlen=message.maxlen, approximate=True)
     pipe.execute()
 
 
 @attrs.define
 class _Backlog:
-    """Messages accepted but not yet written, bounded; ``ready`` wakes the writer."""
+    """Messages accepted but not yet written, bounded, oldest dropped first.
+
+    Each message carries a sequence number so the writer removes exactly what it wrote,
+    even when overflow dropped part of its batch meanwhile. A dropped message that was
+    in flight is counted only if that write then fails: if it succeeds, nothing was lost.
+    """
 
     limit: int
     metrics: Metrics
-    items: deque[RedisMessage] = attrs.field(factory=deque)
+    items: deque[tuple[int, RedisMessage]] = attrs.field(factory=deque)
     ready: trio.Event = attrs.field(factory=trio.Event)
+    next_seq: int = 0
+    in_flight_upto: int | None = None
+    dropped_in_flight: list[str] = attrs.field(factory=list)
 
     def push(self, message: RedisMessage) -> None:
         if len(self.items) >= self.limit:
-            dropped = self.items.popleft()
-            self.metrics.redis_dropped.labels(kind=dropped.kind).inc()
-        self.items.append(message)
+            seq, dropped = self.items.popleft()
+            if self.in_flight_upto is not None and seq <= self.in_flight_upto:
+                self.dropped_in_flight.append(dropped.kind)
+            else:
+                self.metrics.redis_dropped.labels(kind=dropped.kind).inc()
+        self.items.append((self.next_seq, message))
+        self.next_seq += 1
         self.ready.set()
+
+    def take(self, limit: int) -> list[RedisMessage]:
+        batch = [self.items[i] for i in range(min(limit, len(self.items)))]
+        self.in_flight_upto = batch[-1][0]
+        return [message for _, message in batch]
+
+    def written(self) -> None:
+        """The batch reached Redis: remove what is left of it; in-flight drops were not losses."""
+        upto = self.in_flight_upto
+        while self.items and upto is not None and self.items[0][0] <= upto:
+            self.items.popleft()
+        self.in_flight_upto = None
+        self.dropped_in_flight.clear()
+
+    def failed(self, *, discard: bool) -> None:
+        """The batch did not reach Redis: keep it for a retry, or discard (and count) it."""
+        upto = self.in_flight_upto
+        while discard and self.items and upto is not None and self.items[0][0] <= upto:
+            self.dropped_in_flight.append(self.items.popleft()[1].kind)
+        for kind in self.dropped_in_flight:
+            self.metrics.redis_dropped.labels(kind=kind).inc()
+        self.in_flight_upto = None
+        self.dropped_in_flight.clear()
 
 
 async def _collect(inbox: trio.MemoryReceiveChannel[RedisMessage], backlog: _Backlog) -> None:
@@ -107,10 +155,11 @@ async def _write_forever(client: redis.Redis, backlog: _Backlog, metrics: Metric
         if not backlog.items:
             backlog.ready = trio.Event()
             await backlog.ready.wait()
-        batch = list(backlog.items)[:WRITE_BATCH]
+        batch = backlog.take(WRITE_BATCH)
         try:
             await trio.to_thread.run_sync(_write_batch, client, batch, abandon_on_cancel=True)
-        except redis.RedisError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            backlog.failed(discard=False)
             if connected is not False:
                 log.warning("redis unreachable (%s); buffering %d message(s)", exc, len(backlog.items))
             connected = False
@@ -118,8 +167,13 @@ async def _write_forever(client: redis.Redis, backlog: _Backlog, metrics: Metric
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             continue
-        for _ in batch:
-            backlog.items.popleft()
+        except redis.RedisError as exc:
+            # Redis answered but refused the batch (bad data, wrong type, OOM): retrying the
+            # same batch would block everything behind it, so it is dropped and counted.
+            log.error("redis rejected %d message(s), dropping them: %s", len(batch), exc)
+            backlog.failed(discard=True)
+            continue
+        backlog.written()
         if connected is not True:
             log.info("redis connected at %s", _redact(url))
         connected = True
@@ -132,7 +186,7 @@ def _redact(url: str) -> str:
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 def make_client(url: str) -> redis.Redis:
@@ -164,7 +218,7 @@ async def run(
             if backlog.items:
                 try:
                     await trio.to_thread.run_sync(
-                        _write_batch, client, list(backlog.items), abandon_on_cancel=True
+                        _write_batch, client, [m for _, m in backlog.items], abandon_on_cancel=True
                     )
                 except redis.RedisError as exc:
                     log.warning("redis: %d message(s) not written at shutdown: %s", len(backlog.items), exc)

@@ -101,7 +101,7 @@ def test_large_finite_value_within_float32_is_accepted() -> None:
 def test_value_overflowing_float32_is_rejected() -> None:
     """1e39 is a finite float64 but becomes inf in the float32 row: it must be a 422, not an inf input.
 
-    Known bug (reported): the finiteness check runs on float64, then numpy casts to float32 -> inf.
+    Regression guard: a finiteness check on float64 alone lets numpy's float32 cast produce inf.
     """
     with pytest.raises(ApiError) as info:
         row = feature_row({"a": 1e39, "b": 0, "c": 0}, ("a", "b", "c"), 1)
@@ -112,7 +112,7 @@ def test_value_overflowing_float32_is_rejected() -> None:
 def test_integer_too_large_for_float_is_a_422() -> None:
     """A JSON integer beyond float range must be a 422, not an OverflowError (HTTP 500).
 
-    Known bug (reported): ``float(10**400)`` raises OverflowError inside ``_check_number``.
+    Regression guard: ``float(10**400)`` raises OverflowError.
     """
     with pytest.raises(ApiError) as info:
         feature_row({"a": 10**400, "b": 0, "c": 0}, ("a", "b", "c"), 1)
@@ -155,7 +155,7 @@ def test_check_finite_number_rejects(value: Any) -> None:
 def test_check_finite_number_integer_beyond_float_range() -> None:
     """``horizon_ms`` as a huge JSON integer must be a 422, not an OverflowError (HTTP 500).
 
-    Known bug (reported): ``math.isfinite(10**400)`` raises OverflowError.
+    Regression guard: ``math.isfinite(10**400)`` raises OverflowError.
     """
     with pytest.raises(ApiError) as info:
         check_finite_number("horizon_ms", 10**400, minimum=0)

@@ -1,0 +1,104 @@
+"""The real CLI in its own process: `python app.py --config --host --port`, signals, exit codes.
+
+Progress is read from the process's own log lines (event-driven), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+
+from tests.conftest import fast_features, free_port, render_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class LogReader:
+    """Reads the child's stderr line by line in a worker thread."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self.stream = process.stderr
+        self.lines: list[str] = []
+
+    async def wait_for(self, text: str, timeout: float = 20.0) -> str:
+        with trio.fail_after(timeout):
+            while True:
+                line = await trio.to_thread.run_sync(self.stream.readline, abandon_on_cancel=True)
+                if not line:
+                    raise AssertionError(f"process exited before logging {text!r}:\n{''.join(self.lines)}")
+                self.lines.append(line)
+                if text in line:
+                    return line
+
+
+def start(config: Path, port: int, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key", **(env_extra or {})}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--config", str(config), "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+
+
+async def test_sighup_reloads_and_sigterm_stops_gracefully(config_path: Path, repo: Path) -> None:
+    port = free_port()
+    process = start(config_path, port, {"PRELOAD_MODELS": "windowed"})
+    log = LogReader(process)
+    try:
+        await log.wait_for(f"serving {config_path} on http://127.0.0.1:{port}")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            r = await client.post("/predict", json={"asset_class": "crypto", "horizon_ms": 5,
+                                                    "features": fast_features()})
+            assert r.status_code == 200 and r.json()["model"]["name"] == "fast"
+            health = (await client.get("/health")).json()
+            assert "windowed@1" in health["models_loaded"] or "windowed" in "".join(log.lines)
+
+            # Disable file watching so only the signal can trigger the next reload.
+            config_path.write_text(render_config(repo, default="fast", reload="    enabled: false\n"))
+            await log.wait_for("reload (file) ok")
+            config_path.write_text(render_config(repo, default="windowed", reload="    enabled: false\n"))
+            process.send_signal(signal.SIGHUP)
+            await log.wait_for("reload (signal) ok")
+            rules = (await client.get("/rules")).json()
+            assert rules["config"]["default_model"] == "windowed"
+
+        process.send_signal(signal.SIGTERM)
+        await log.wait_for("received SIGTERM")
+        await log.wait_for("model-router stopped")
+        code = await trio.to_thread.run_sync(process.wait, 10)
+        assert code == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def test_sigint_exits_zero_and_invalid_config_exits_two(config_path: Path, tmp_path: Path) -> None:
+    port = free_port()
+    process = start(config_path, port)
+    log = LogReader(process)
+    try:
+        await log.wait_for("serving")
+        process.send_signal(signal.SIGINT)
+        await log.wait_for("model-router stopped")
+        assert await trio.to_thread.run_sync(process.wait, 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    bad = tmp_path / "bad.yml"
+    bad.write_text("model_router:\n  rules:\n    - match: {horizon_ms: '>>5'}\n      model: fast\n")
+    result = await trio.run_process(
+        [sys.executable, str(ROOT / "app.py"), "--config", str(bad), "--port", str(free_port())],
+        cwd=ROOT, capture_stderr=True, check=False)
+    assert result.returncode == 2
+    message = result.stderr.decode()
+    assert "rules[0].match.horizon_ms" in message and "default" in message
