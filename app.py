@@ -29,20 +29,32 @@ import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from quart import Response, request
+from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from actors import config_watcher, model_cache, redis_bus, router
+from actors import (
+    config_watcher,
+    health_monitor,
+    model_cache,
+    redis_bus,
+    router,
+    switch_feed,
+    transition_manager,
+)
+from actors.breaker import BreakerSettings
 from actors.config_watcher import ConfigWatcher, ReloadCommand, read_config_text, resolve_repository
 from actors.errors import ApiError, bad_request, not_found
+from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor
 from actors.metrics import Metrics
 from actors.model_cache import CacheRequest, ModelCache, cache_limits
 from actors.model_repo import list_repository, parse_metadata, version_dir
 from actors.predictor import Predictor, parse_request
-from actors.redis_bus import RedisMessage, RedisOutbox, disabled_outbox
+from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
 from actors.router import ConfigUpdate, RouterState
 from actors.rules import ConfigError, RouterConfig, parse_config
+from actors.switch_feed import STREAM_ID, FeedFilter, SwitchFeed, Trigger
+from actors.transition_manager import Command, InFlight, Transitions
 
 SERVICE_NAME = "model-router"
 SERVICE_VERSION = "0.1.0"
@@ -65,6 +77,7 @@ class Options:
     preload: tuple[str, ...] = ()
     handle_signals: bool = False
     access_log: bool = False
+    state_file: Path | None = None
 
 
 @attrs.define
@@ -79,6 +92,9 @@ class Service:
     outbox: RedisOutbox
     predictor: Predictor
     repository: Path
+    transitions: Transitions
+    health: HealthMonitor
+    feed: SwitchFeed
     started_at: float = attrs.field(factory=time.time)
     stop: trio.Event = attrs.field(factory=trio.Event)
 
@@ -88,7 +104,7 @@ class Service:
 
     def readiness(self) -> list[str]:
         default = self.router.config.settings.default_model
-        if self.cache.lookup(default) is not None:
+        if self.cache.lookup(default, self.predictor.serving_version(default)) is not None:
             return []
         failures = [f"{n}@{v}: {r}" for (n, v), r in self.cache.view.failures.items() if n == default]
         return [f"default model {default!r} is not loaded yet", *failures]
@@ -156,6 +172,13 @@ def preload_list(options: Options, config: RouterConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def state_path(options: Options) -> Path:
+    """Where version state persists: ``--state-file``, else ``state/`` beside the config's folder."""
+    if options.state_file is not None:
+        return options.state_file
+    return options.config.parent.parent / "state" / f"{options.config.stem}.state.json"
+
+
 async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
                 ) -> None:
     config, text, repository = load_initial_config(options)
@@ -165,32 +188,58 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
     cache = ModelCache(cache_send)
     command_send, command_recv = trio.open_memory_channel[ReloadCommand](64)
     watcher = ConfigWatcher(options.config, command_send)
+    health_send, health_recv = trio.open_memory_channel[HealthMessage](8192)
+    trigger_send, trigger_recv = trio.open_memory_channel[Trigger](1024)
+    transition_send, transition_recv = trio.open_memory_channel[Command](256)
     redis_url = options.redis_url or config.settings.redis_url
+    feed = SwitchFeed(trigger_send, metrics, redis_url=redis_url)
+    transitions = Transitions(transition_send, InFlight(metrics))
+
+    def breaker_changed(key: tuple[str, str], old: str, new: str) -> None:
+        feed.trigger(f"breaker_{'open' if new == 'open' else 'closed' if new == 'closed' else 'half_open'}")
+        transitions.breaker_changed(key, new)
+
+    health = HealthMonitor(health_send, metrics, BreakerBoard(BreakerSettings(), metrics, breaker_changed))
     outbox = disabled_outbox(metrics)
     preload = preload_list(options, config)
     unknown = sorted(set(options.preload) - set(list_repository(repository)))
     if unknown:
         log.warning("PRELOAD_MODELS names models not in the repository: %s", ", ".join(unknown))
 
+    def pinned_names() -> frozenset[str]:
+        return frozenset({state.config.settings.default_model, *preload})
+
+    def config_applied(applied: RouterConfig, started_at: float) -> None:
+        cache.preload((applied.settings.default_model,))
+        feed.trigger("rules_reload", started_at=started_at)
+
     async with trio.open_nursery() as nursery:
         actors = ActorGroup(nursery)
         if redis_url:
             redis_send, redis_recv = trio.open_memory_channel[RedisMessage](4096)
-            outbox = RedisOutbox(redis_send, metrics)
-            await actors.start("redis_bus", partial(redis_bus.run, redis_url, redis_recv, metrics))
+            outbox = RedisOutbox(redis_send, metrics, BusState())
+            await actors.start("redis_bus", partial(redis_bus.run, redis_url, redis_recv, metrics,
+                                                    state=outbox.state))
         limits = cache_limits(config.settings.max_cached_models, config.settings.model_cache_mb)
         await actors.start("model_cache", partial(
             model_cache.run, repository, limits, metrics, cache, cache_recv,
-            pinned=lambda: frozenset({state.config.settings.default_model, *preload}),
+            pinned=pinned_names, pinned_versions=transitions.pinned_versions, excluded=transitions.excluded,
             preload=preload, ttl_seconds=lambda: float(state.config.settings.cache_ttl_seconds)))
+        await actors.start("health_monitor", partial(health_monitor.run, health, health_recv))
+        predictor = Predictor(state, cache, metrics, transitions, health, feed)
+        await actors.start("switch_feed", partial(switch_feed.run, feed, trigger_recv, outbox,
+                                                  predictor.serving_for))
+        await actors.start("transition_manager", partial(
+            transition_manager.run, transitions, transition_recv, cache, health, feed, metrics,
+            repository=repository, state_path=state_path(options),
+            thresholds=lambda name: state.config.threshold_for(name)))
         update_send, update_recv = trio.open_memory_channel[ConfigUpdate](0)
         await actors.start("router", partial(router.run, state, update_recv, metrics))
         await actors.start("config_watcher", partial(
             config_watcher.run, watcher, command_recv, state, update_send, outbox, metrics,
-            repository=repository, initial_text=text,
-            on_applied=lambda c: cache.preload((c.settings.default_model,))))
-        service = Service(options, metrics, state, cache, watcher, outbox,
-                          Predictor(state, cache, metrics), repository)
+            repository=repository, initial_text=text, on_applied=config_applied))
+        service = Service(options, metrics, state, cache, watcher, outbox, predictor, repository,
+                          transitions, health, feed)
         if options.handle_signals:
             nursery.start_soon(_stop_on_signals, service.stop)
         http_done = trio.Event()
@@ -289,19 +338,36 @@ def require_admin(service: Service) -> Callable:
 
 
 def _version_entry(service: Service, name: str, version: str) -> dict[str, Any]:
+    """A version's lifecycle state: loading, ready, serving, draining, unloaded, failed, deregistered."""
     view = service.cache.view
-    loaded = view.models.get((name, version))
-    if loaded is not None:
-        status = "serving" if view.active.get(name) == version else "loaded"
-    elif (name, version) in view.failures:
+    traffic = service.transitions.view
+    key = (name, version)
+    plan = traffic.plans.get(name)
+    share = plan.share(version) if plan is not None else (1.0 if view.active.get(name) == version else 0.0)
+    loaded = view.models.get(key)
+    loading_op = next((op for op in traffic.state.operations.values()
+                       if op.model == name and op.to_version == version and op.state == "loading"), None)
+    if version in service.transitions.excluded(name):
+        status = "deregistered"
+    elif key in traffic.draining:
+        status = "draining"
+    elif loaded is not None:
+        status = "serving" if share > 0 else "ready"
+    elif loading_op is not None:
+        status = "loading"
+    elif key in view.failures:
         status = "failed"
     else:
-        status = "available"
-    entry: dict[str, Any] = {"version": version, "status": status}
+        status = "unloaded"
+    entry: dict[str, Any] = {
+        "version": version, "status": status, "traffic_share": round(share if loaded else 0.0, 6),
+        "in_flight": service.transitions.inflight.count(key),
+        "breaker": service.health.breakers.state(key),
+    }
     if loaded is not None:
         entry.update(loaded_at=loaded.loaded_at, size_bytes=loaded.size_bytes)
-    if status == "failed":
-        entry["error"] = view.failures[(name, version)]
+    if key in view.failures:
+        entry["error"] = view.failures[key]
     return entry
 
 
@@ -314,7 +380,7 @@ def _read_metadata(root: Path, name: str, version: str) -> dict[str, Any] | None
 
 def describe_model(service: Service, name: str, catalog: dict[str, tuple[str, ...]]) -> dict[str, Any]:
     versions = catalog[name]
-    active = service.cache.view.active.get(name)
+    active = service.predictor.serving_version(name)
     entries = []
     for version in sorted(versions, key=int, reverse=True):
         entry = _version_entry(service, name, version)
@@ -332,6 +398,8 @@ def describe_model(service: Service, name: str, catalog: dict[str, tuple[str, ..
         "labels": meta.get("labels"),
         "accuracy": meta.get("accuracy"),
         "training_date": meta.get("training_date"),
+        "policy": service.transitions.view.state.record(name).policy,
+        "plan": plan.to_dict() if (plan := service.transitions.plan(name)) is not None else None,
         "versions": entries,
     }
 
@@ -412,8 +480,92 @@ def create_app(service: Service) -> QuartTrio:
         assert result.model is not None
         log.info("model %s reloaded: version %s (was %s)", name, result.model.version,
                  result.previous_version)
-        return json_response({"model": name, "version": result.model.version,
-                              "previous_version": result.previous_version, "status": "reloaded"})
+        operation = await service.transitions.model_reloaded(name, result.model.version)
+        body = {"model": name, "version": result.model.version, "previous_version": result.previous_version,
+                "status": "reloaded"}
+        if operation is not None:
+            body["operation_id"] = operation.id
+        return json_response(body)
+
+    @app.post("/models")
+    @admin
+    async def register_model() -> Response:
+        body = await json_body()
+        if not isinstance(body, dict):
+            raise bad_request("body must be an object with name and version")
+        return json_response(await service.transitions.register(body), 201)
+
+    @app.delete("/models/<name>/versions/<version>")
+    @admin
+    async def deregister_model(name: str, version: str) -> Response:
+        return json_response(await service.transitions.deregister(name, version))
+
+    @app.post("/models/<name>/switch")
+    @admin
+    async def switch_model(name: str) -> Response:
+        body = await json_body()
+        if not isinstance(body, dict):
+            raise bad_request("body must be an object: {version, strategy, ...}")
+        operation = await service.transitions.switch(name, body)
+        return json_response({"operation_id": operation.id, "operation": operation.to_dict()}, 202)
+
+    @app.post("/models/<name>/rollback")
+    @admin
+    async def rollback_model(name: str) -> Response:
+        data = await request.get_data(cache=False)
+        body = await _optional_body(data)
+        version = body.get("version")
+        operation = await service.transitions.rollback(name, None if version is None else str(version))
+        return json_response({"operation_id": operation.id, "operation": operation.to_dict()}, 202)
+
+    @app.get("/switches")
+    async def switches() -> Response:
+        operations = sorted(service.transitions.view.state.operations.values(), key=lambda o: o.created_at,
+                            reverse=True)
+        return json_response({"operations": [o.to_dict() for o in operations[:100]], "count": len(operations)})
+
+    @app.get("/switches/<operation_id>")
+    async def switch_status(operation_id: str) -> Response:
+        op = service.transitions.operation(operation_id)
+        body = op.to_dict()
+        body["candidate_health"] = service.health.snapshot(op.model, op.to_version).to_dict()
+        body["stable_health"] = service.health.snapshot(op.model, op.from_version).to_dict()
+        if op.params.strategy == "ab":
+            body["ab"] = service.health.ab_report(op.id, op.from_version, op.to_version)
+        return json_response(body)
+
+    @app.post("/switches/<operation_id>/abort")
+    @admin
+    async def switch_abort(operation_id: str) -> Response:
+        return json_response((await service.transitions.abort(operation_id)).to_dict())
+
+    @app.post("/switches/<operation_id>/promote")
+    @admin
+    async def switch_promote(operation_id: str) -> Response:
+        return json_response((await service.transitions.promote(operation_id)).to_dict())
+
+    @app.post("/feedback")
+    async def feedback() -> Response:
+        body = await json_body()
+        if not isinstance(body, dict) or not isinstance(body.get("correlation_id"), str) \
+                or not isinstance(body.get("outcome"), str):
+            raise bad_request("body must be {\"correlation_id\": str, \"outcome\": label}")
+        result = await service.health.feedback(body["correlation_id"][:128], body["outcome"][:64])
+        if result["status"] == 404:
+            raise not_found("unknown_correlation_id", "no recent prediction has this correlation_id",
+                            correlation_id=body["correlation_id"][:128])
+        if result["status"] == 422:
+            raise ApiError(422, "invalid_outcome", "outcome must be one of the model's labels",
+                           {"labels": result["labels"]})
+        return json_response({k: v for k, v in result.items() if k != "status"})
+
+    @app.get("/health/detailed")
+    async def health_detailed() -> Response:
+        return json_response(detailed_health(service))
+
+    @app.websocket("/ws/switches")
+    async def ws_switches() -> None:
+        await stream_switches(service)
 
     @app.get("/rules")
     async def rules() -> Response:
@@ -485,6 +637,80 @@ def create_app(service: Service) -> QuartTrio:
     return app
 
 
+async def _optional_body(data: bytes) -> dict[str, Any]:
+    if not data.strip():
+        return {}
+    try:
+        body = json.loads(data, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise bad_request(f"malformed JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise bad_request("body must be a JSON object")
+    return body
+
+
+def detailed_health(service: Service) -> dict[str, Any]:
+    """Every known model version: window statistics, breaker, in-flight count, traffic share."""
+    keys = set(service.cache.view.models) | service.health.known_versions()
+    for plan in service.transitions.view.plans.values():
+        keys |= {(plan.model, v) for v in plan.versions()}
+    versions = []
+    for name, version in sorted(keys):
+        entry = _version_entry(service, name, version)
+        entry.update(model=name, health=service.health.snapshot(name, version).to_dict())
+        versions.append(entry)
+    running = [op.to_dict() for op in service.transitions.view.state.operations.values() if not op.is_terminal]
+    return {"status": "ok", "versions": versions, "running_switches": running,
+            "redis": {"configured": service.outbox.enabled, "connected": service.outbox.state.connected},
+            "switch_subscribers": len(service.feed.subscribers)}
+
+
+async def stream_switches(service: Service) -> None:
+    """``/ws/switches``: live switch events as JSON, filtered, resumable from a stream id with Redis."""
+    args = websocket.args
+    since = args.get("since")
+    feed_filter = FeedFilter(args.get("symbol"), args.get("asset_class"), args.get("model"))
+    if since is not None and (not STREAM_ID.match(since) or service.feed.redis_url is None):
+        reason = ("since needs Redis" if service.feed.redis_url is None
+                  else "since must be a stream id like 1700000000000-0")
+        await websocket.accept()
+        await websocket.send(json.dumps({"type": "error", "error": {"code": "bad_since", "message": reason}}))
+        await websocket.close(1008, reason)
+        return
+    subscription, receive = service.feed.subscribe(feed_filter)
+    try:
+        await websocket.accept()
+        await websocket.send(json.dumps({"type": "subscribed", "filters": attrs.asdict(feed_filter),
+                                         "since": since, "redis": service.feed.redis_url is not None}))
+        last_replayed = None
+        if since is not None:
+            try:
+                replay = await trio.to_thread.run_sync(service.feed.read_since, since)
+            except Exception as exc:  # Redis down: say so, then continue live
+                await websocket.send(json.dumps({"type": "error", "error": {
+                    "code": "replay_unavailable", "message": f"could not read the switch log: {exc}"}}))
+                replay = []
+            for message in replay:
+                if feed_filter.matches(message):
+                    await websocket.send(json.dumps(message))
+                last_replayed = message["id"]
+        async with receive:
+            async for message in receive:
+                if last_replayed is not None and message["id"] is not None and \
+                        _stream_id_key(message["id"]) <= _stream_id_key(last_replayed):
+                    continue
+                await websocket.send(json.dumps(message))
+        if subscription.dropped:
+            await websocket.close(1013, "too slow: reconnect with ?since=<last id>")
+    finally:
+        service.feed.unsubscribe(subscription)
+
+
+def _stream_id_key(stream_id: str) -> tuple[int, int]:
+    millis, _, seq = stream_id.partition("-")
+    return int(millis), int(seq or 0)
+
+
 # ------------------------------------------------------------------- CLI ----
 
 
@@ -511,6 +737,8 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
                         help="model repository folder (default: config.model_repository)")
     parser.add_argument("--redis-url", default=environ.get("MODEL_ROUTER_REDIS_URL") or environ.get("REDIS_URL"),
                         help="overrides config.redis_url (env MODEL_ROUTER_REDIS_URL or REDIS_URL)")
+    parser.add_argument("--state-file", default=environ.get("MODEL_ROUTER_STATE_FILE"),
+                        help="version registry state (default: state/<config stem>.state.json beside conf/)")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
@@ -519,7 +747,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         config=Path(args.config).resolve(), host=args.host, port=args.port,
         models=Path(args.models).resolve() if args.models else None, redis_url=args.redis_url,
         admin_key=read_admin_key(environ), preload=preload, handle_signals=True,
-        access_log=args.access_log,
+        access_log=args.access_log, state_file=Path(args.state_file).resolve() if args.state_file else None,
     )
     return options, args.log_level
 

@@ -149,7 +149,7 @@ class _Watcher:
     outbox: RedisOutbox
     metrics: Metrics
     repository: Path
-    on_applied: Callable[[RouterConfig], None]
+    on_applied: Callable[[RouterConfig, float], None]
     last_good_text: str
 
     def load_candidate(self, validate: bool) -> tuple[str, RouterConfig, RoutingSnapshot]:
@@ -186,7 +186,7 @@ class _Watcher:
         if config.reload.backup_on_reload and previous.config_hash != config.config_hash:
             await self.backup(self.last_good_text, previous.config_hash, config.reload.backup_count)
         self.last_good_text = text
-        self.on_applied(config)
+        self.on_applied(config, started)
         log.info("reload (%s) ok: %s, %d rules, %.2f ms", trigger, config.config_hash,
                  len(config.rules), latency_ms)
         return event
@@ -276,10 +276,25 @@ async def _watch_file(path: Path, settings: ReloadSettings,
             await trio.sleep(1.0)
 
 
-async def _watch_signal(signum: int, commands: trio.MemorySendChannel[ReloadCommand]) -> None:
-    with trio.open_signal_receiver(signum) as signals:
-        async for _ in signals:
-            await commands.send(ReloadCommand("signal"))
+RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+async def _watch_signals(router: RouterState, commands: trio.MemorySendChannel[ReloadCommand],
+                         *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """One receiver for every signal ``reload.signal`` may name, for the whole run.
+
+    Installed once and never swapped, so there is no moment when the configured signal
+    falls back to its default action (terminating the process). Signals other than the
+    configured one are logged and ignored.
+    """
+    with trio.open_signal_receiver(*RELOAD_SIGNALS) as signals:
+        task_status.started()
+        async for signum in signals:
+            wanted = router.config.reload.signal
+            if signal.Signals(signum).name == wanted:
+                await commands.send(ReloadCommand("signal"))
+            else:
+                log.warning("ignoring %s: the reload signal is %s", signal.Signals(signum).name, wanted)
 
 
 async def _run_triggers(path: Path, settings: ReloadSettings,
@@ -287,9 +302,6 @@ async def _run_triggers(path: Path, settings: ReloadSettings,
                         *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
-            # The signal handler is installed even with file watching off: an unhandled
-            # SIGHUP would terminate the process instead of reloading it.
-            nursery.start_soon(_watch_signal, getattr(signal, settings.signal), commands)
             if settings.enabled:
                 await nursery.start(_watch_file, path, settings, commands)
             task_status.started(scope)
@@ -306,7 +318,7 @@ async def run(
     *,
     repository: Path,
     initial_text: str,
-    on_applied: Callable[[RouterConfig], None],
+    on_applied: Callable[[RouterConfig, float], None],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Handle reload commands in order; restart the triggers when ``reload:`` settings change.
@@ -320,6 +332,7 @@ async def run(
                                "startup", warnings=config.warnings))
     async with updates, commands, trio.open_nursery() as nursery:
         settings = config.reload
+        await nursery.start(_watch_signals, router, handle.commands)
         triggers = await nursery.start(_run_triggers, handle.path, settings, handle.commands)
         task_status.started()
         async for command in commands:
@@ -327,8 +340,9 @@ async def run(
             watcher.record(event)
             if command.reply is not None:
                 command.reply.send_nowait(event)
-            if router.config.reload != settings:
-                settings = router.config.reload
+            current = router.config.reload
+            if (current.enabled, current.debounce_ms) != (settings.enabled, settings.debounce_ms):
                 triggers.cancel()
-                triggers = await nursery.start(_run_triggers, handle.path, settings, handle.commands)
+                triggers = await nursery.start(_run_triggers, handle.path, current, handle.commands)
+            settings = current
         nursery.cancel_scope.cancel()

@@ -34,6 +34,15 @@ class Metrics:
     model_load_failures: Counter = attrs.field(init=False)
     redis_dropped: Counter = attrs.field(init=False)
     redis_connected: Gauge = attrs.field(init=False)
+    switch_total: Counter = attrs.field(init=False)
+    switch_triggers_dropped: Counter = attrs.field(init=False)
+    switch_subscribers: Gauge = attrs.field(init=False)
+    switch_subscribers_dropped: Counter = attrs.field(init=False)
+    traffic_share: Gauge = attrs.field(init=False)
+    breaker_state: Gauge = attrs.field(init=False)
+    inflight: Gauge = attrs.field(init=False)
+    operations_total: Counter = attrs.field(init=False)
+    health_observations_dropped: Counter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -91,6 +100,35 @@ class Metrics:
         self.redis_connected = Gauge(
             "model_router_redis_connected", "1 when the last Redis operation succeeded", registry=r
         )
+        self._switching_metrics()
+
+    def _switching_metrics(self) -> None:
+        r = self.registry
+        self.switch_total = Counter(
+            "model_switch_total", "Switch events: a recently active symbol changed serving model version",
+            ["reason"], registry=r)
+        self.switch_triggers_dropped = Counter(
+            "model_router_switch_triggers_dropped_total", "Change triggers dropped (feed queue full)", registry=r)
+        self.switch_subscribers = Gauge(
+            "model_router_switch_subscribers", "WebSocket subscribers of the switch feed", registry=r)
+        self.switch_subscribers_dropped = Counter(
+            "model_router_switch_subscribers_dropped_total", "Switch-feed subscribers dropped for being slow",
+            registry=r)
+        self.traffic_share = Gauge(
+            "model_router_traffic_share", "Share of a model's traffic each version gets (0..1)",
+            ["model", "version"], registry=r)
+        self.breaker_state = Gauge(
+            "model_router_breaker_state", "Circuit breaker per model version: 0 closed, 1 half-open, 2 open",
+            ["model", "version"], registry=r)
+        self.inflight = Gauge(
+            "model_router_inflight_requests", "Requests holding a model version right now",
+            ["model", "version"], registry=r)
+        self.operations_total = Counter(
+            "model_router_switch_operations_total", "Switch operations by strategy and final state",
+            ["strategy", "state"], registry=r)
+        self.health_observations_dropped = Counter(
+            "model_router_health_observations_dropped_total",
+            "Request observations the health monitor could not take (queue full)", registry=r)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

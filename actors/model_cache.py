@@ -32,6 +32,7 @@ from actors.tflite_backend import LoadedModel, ModelLoadError, load_model
 log = logging.getLogger("model_router.model_cache")
 
 ModelKey = tuple[str, str]
+FAILURE_RETRY_S = 10.0
 
 
 @attrs.frozen
@@ -64,6 +65,7 @@ class LoadRequest:
     name: str
     version: str | None
     reply: trio.MemorySendChannel[LoadResult] | None
+    force: bool = False
 
 
 @attrs.frozen
@@ -74,7 +76,16 @@ class ReloadRequest:
     reply: trio.MemorySendChannel[LoadResult]
 
 
-CacheRequest = LoadRequest | ReloadRequest
+@attrs.frozen
+class UnloadRequest:
+    """Drop ``name@version`` from memory (a drained version after a switch, a deregistration)."""
+
+    name: str
+    version: str
+    reply: trio.MemorySendChannel[LoadResult] | None = None
+
+
+CacheRequest = LoadRequest | ReloadRequest | UnloadRequest
 
 
 @attrs.define
@@ -94,16 +105,20 @@ class ModelCache:
             self.last_used[key] = trio.current_time()
         return model
 
-    async def get(self, name: str, version: str | None = None) -> LoadedModel:
+    async def get(self, name: str, version: str | None = None, *, force: bool = False) -> LoadedModel:
+        """The model, loading it if needed; ``force`` retries a version that failed recently."""
         model = self.lookup(name, version)
         if model is not None:
             return model
-        result = await self._ask(lambda reply: LoadRequest(name, version, reply))
+        result = await self._ask(lambda reply: LoadRequest(name, version, reply, force))
         assert result.model is not None
         return result.model
 
     async def reload(self, name: str) -> LoadResult:
         return await self._ask(lambda reply: ReloadRequest(name, reply))
+
+    async def unload(self, name: str, version: str) -> None:
+        await self._ask(lambda reply: UnloadRequest(name, version, reply))
 
     def preload(self, names: tuple[str, ...]) -> None:
         """Fire-and-forget loads (startup, a reload that names a new default model)."""
@@ -133,9 +148,12 @@ class _CacheActor:
     metrics: Metrics
     cache: ModelCache
     pinned: Callable[[], frozenset[str]]
+    pinned_versions: Callable[[], frozenset[ModelKey]]
+    excluded: Callable[[str], frozenset[str]]
     waiters: dict[tuple[str, str | None], list[trio.MemorySendChannel[LoadResult]]] = attrs.field(
         factory=dict
     )
+    failed_at: dict[ModelKey, float] = attrs.field(factory=dict)
 
     def publish(self, **changes: Any) -> None:
         self.cache.view = attrs.evolve(self.cache.view, **changes)
@@ -152,7 +170,8 @@ class _CacheActor:
         catalog = self.cache.view.catalog
         if name not in catalog or (version is not None and version not in catalog[name]):
             catalog = self.rescan()
-        versions = catalog.get(name, ())
+        excluded = self.excluded(name)
+        versions = tuple(v for v in catalog.get(name, ()) if v not in excluded)
         if version is not None:
             return (version,) if version in versions else ()
         active = self.cache.view.active.get(name)
@@ -196,7 +215,23 @@ class _CacheActor:
 
     def pinned_keys(self) -> frozenset[ModelKey]:
         active = self.cache.view.active
-        return frozenset((n, active[n]) for n in self.pinned() if n in active)
+        return frozenset((n, active[n]) for n in self.pinned() if n in active) | self.pinned_versions()
+
+    def unload(self, request: UnloadRequest) -> None:
+        view = self.cache.view
+        key = (request.name, request.version)
+        if key in view.models:
+            self.cache.last_used.pop(key, None)
+            models = {k: m for k, m in view.models.items() if k != key}
+            active = {n: v for n, v in view.active.items() if (n, v) in models}
+            if request.name not in active:
+                remaining = [v for (n, v) in models if n == request.name]
+                if remaining:
+                    active[request.name] = max(remaining, key=int)
+            self.publish(models=models, active=active)
+            log.info("unloaded %s@%s", *key)
+        if request.reply is not None:
+            _reply(request.reply, LoadResult())
 
     def unload_idle(self, cutoff: float) -> tuple[ModelKey, ...]:
         """Drop unpinned models last used before ``cutoff`` (trio clock)."""
@@ -218,7 +253,12 @@ class _CacheActor:
         self.metrics.model_load_failures.labels(model_name=name).inc()
         failures = dict(self.cache.view.failures)
         failures[(name, version)] = reason
+        self.failed_at[(name, version)] = trio.current_time()
         self.publish(failures=failures)
+
+    def failed_recently(self, key: ModelKey) -> bool:
+        """A version that failed within ``FAILURE_RETRY_S`` is not retried on every request."""
+        return trio.current_time() - self.failed_at.get(key, -math.inf) < FAILURE_RETRY_S
 
     async def handle_load(self, request: LoadRequest) -> None:
         key = (request.name, request.version)
@@ -232,6 +272,9 @@ class _CacheActor:
             if loaded is not None:
                 self.answer(key, LoadResult(model=loaded))
                 return
+            if not request.force and self.failed_recently((request.name, version)):
+                reasons[version] = self.cache.view.failures.get((request.name, version), "failed recently")
+                continue
             try:
                 model = await self.load_one(request.name, version)
             except ModelLoadError as exc:
@@ -247,7 +290,8 @@ class _CacheActor:
 
     async def handle_reload(self, request: ReloadRequest) -> None:
         catalog = self.rescan()
-        versions = catalog.get(request.name)
+        excluded = self.excluded(request.name)
+        versions = tuple(v for v in catalog.get(request.name, ()) if v not in excluded)
         if not versions:
             _reply(request.reply, LoadResult(error=self.missing(request.name, None)))
             return
@@ -267,6 +311,9 @@ class _CacheActor:
 
     def missing(self, name: str, version: str | None) -> ApiError:
         catalog = self.cache.view.catalog
+        if version is not None and version in self.excluded(name):
+            return ApiError(409, "version_deregistered", f"{name}@{version} is deregistered",
+                            {"model": name, "version": version})
         if name not in catalog:
             return not_found("model_not_found", f"model {name!r} is not in the repository",
                              model=name, available=sorted(catalog))
@@ -304,6 +351,8 @@ async def run(
     requests: trio.MemoryReceiveChannel[CacheRequest],
     *,
     pinned: Callable[[], frozenset[str]],
+    pinned_versions: Callable[[], frozenset[ModelKey]] = frozenset,
+    excluded: Callable[[str], frozenset[str]] = lambda name: frozenset(),
     preload: tuple[str, ...] = (),
     ttl_seconds: Callable[[], float] = lambda: 0.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -313,7 +362,7 @@ async def run(
     Reports started once the repository has been scanned and preloads are queued; the
     loads themselves complete in the background (``/health/ready`` tells when).
     """
-    actor = _CacheActor(root, limits, metrics, cache, pinned)
+    actor = _CacheActor(root, limits, metrics, cache, pinned, pinned_versions, excluded)
     actor.rescan()
     async with requests, trio.open_nursery() as nursery:
         cache.preload(preload)
@@ -323,7 +372,12 @@ async def run(
             if isinstance(request, ReloadRequest):
                 nursery.start_soon(actor.handle_reload, request)
                 continue
+            if isinstance(request, UnloadRequest):
+                actor.unload(request)
+                continue
             key = (request.name, request.version)
+            if request.force:
+                actor.failed_at.pop((request.name, request.version or ""), None)
             joining = key in actor.waiters
             replies = actor.waiters.setdefault(key, [])
             if request.reply is not None:

@@ -1,12 +1,16 @@
-"""The prediction path: validate a request, pick the model, run it, shape the answer.
+"""The prediction path: validate a request, pick the model version, run it, shape the answer.
 
-This is plain request-path logic shared by ``POST /predict`` and ``POST /predict/batch``:
-routing reads the router's snapshot (no lock, no await), the model comes from the
-cache's lock-free view (awaiting the cache actor only on a miss), and inference runs
-inline because a small TFLite call costs microseconds, less than a thread hop.
+Plain request-path logic shared by ``POST /predict`` and ``POST /predict/batch``:
+routing reads the router's snapshot (no lock, no await); the version comes from the
+model's traffic plan (sticky by symbol, see ``actors/assignment.py``); the model comes
+from the cache's lock-free view (awaiting the cache actor only on a miss); inference
+runs inline because a small TFLite call costs microseconds, less than a thread hop.
 
-When the model a rule names cannot be loaded, the rule's ``fallback`` and then the
-default model answer instead, and the response says so in ``fallback_from``.
+A request never fails because of a switch: if the version it was assigned fails (load
+error, open circuit breaker, an exception or non-finite output), the stable version
+answers; after that the rule's ``fallback`` and the default model, and the response
+says so in ``fallback_from``. Each call is reported to the health monitor and the
+circuit breakers, and symbols are noted for switch events.
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ import numpy as np
 
 from actors.errors import ApiError, bad_request
 from actors.features import check_finite_number, feature_row
+from actors.health_monitor import HealthMonitor, Observation
 from actors.metrics import Metrics
 from actors.model_cache import ModelCache
+from actors.recent_symbols import SymbolRoute
 from actors.router import RouterState
 from actors.rules import Selection
+from actors.switch_feed import SwitchFeed
 from actors.tflite_backend import LoadedModel
+from actors.transition_manager import Transitions
 
 log = logging.getLogger("model_router.predictor")
 
@@ -52,15 +60,6 @@ class PredictRequest:
     horizon_ms: float | None = None
     symbol: str | None = None
     timestamp: Any = None
-
-
-@attrs.frozen
-class Resolved:
-    """Which model answers a request and why."""
-
-    model: LoadedModel
-    selection: Selection | None
-    fallback_from: str | None = None
 
 
 def _optional_str(body: Mapping[str, Any], key: str, limit: int) -> str | None:
@@ -113,15 +112,50 @@ def shape_prediction(probabilities: np.ndarray, labels: tuple[str, ...]) -> dict
     }
 
 
+@attrs.frozen
+class Attempt:
+    """One model a request may be answered by; ``version`` None means the model's serving version."""
+
+    name: str
+    version: str | None
+    why: str
+
+
+@attrs.frozen
+class Resolved:
+    """Which model answered a request and why."""
+
+    model: LoadedModel
+    selection: Selection | None
+    fallback_from: str | None = None
+
+
+@attrs.frozen
+class Pending:
+    """A batch item ready to run: its request, its model and its input row."""
+
+    index: int
+    request: PredictRequest
+    selection: Selection | None
+    resolved: Resolved
+    row: np.ndarray
+    operation_id: str | None
+
+
 @attrs.define
 class Predictor:
-    """Request-path logic over the router state, the model cache and the metrics."""
+    """Request-path logic over the router, the model cache, the transition manager and health."""
 
     router: RouterState
     cache: ModelCache
     metrics: Metrics
+    transitions: Transitions
+    health: HealthMonitor
+    feed: SwitchFeed
     seen_routes: dict[tuple[str, int], int] = attrs.field(factory=dict)
     last_slow_log: float = 0.0
+
+    # -- routing --------------------------------------------------------------------------
 
     def route(self, request: PredictRequest) -> Selection:
         started = time.perf_counter_ns()
@@ -161,51 +195,163 @@ class Predictor:
             asset_class=key[0], horizon_bucket=snapshot.bucket_label(bucket), model=selection.model
         ).set(1)
 
-    async def resolve(self, request: PredictRequest) -> Resolved:
-        if request.model_name is not None:
-            model = await self.cache.get(request.model_name, request.model_version)
-            return Resolved(model, None)
-        selection = self.route(request)
-        model = self.cache.lookup(selection.model)
-        if model is not None:
-            return Resolved(model, selection)
-        try:
-            return Resolved(await self.cache.get(selection.model), selection)
-        except ApiError as primary_error:
-            if primary_error.status != 503:
-                raise
-            return await self.fall_back(selection, primary_error)
+    def attempts(self, request: PredictRequest, selection: Selection | None) -> list[Attempt]:
+        """Who may answer, in order: the assigned version, the stable version, fallbacks.
 
-    async def fall_back(self, selection: Selection, primary_error: ApiError) -> Resolved:
-        default = self.router.config.settings.default_model
-        for name in (selection.fallback, default):
-            if name is None or name == selection.model:
+        A request naming a version gets exactly that version. Otherwise the model's traffic
+        plan assigns a version by the request's key (symbol, else correlation id); if that
+        is a switch candidate, the stable version is next in line, so a failing candidate
+        never fails a request. Routed requests then try the rule's fallback and the
+        default model.
+        """
+        name = request.model_name or (selection.model if selection is not None else "")
+        if request.model_version is not None:
+            return [Attempt(name, request.model_version, "explicit")]
+        chain = []
+        plan = self.transitions.plan(name)
+        if plan is not None:
+            picked = plan.pick(request.symbol or request.correlation_id)
+            chain.append(Attempt(name, picked, "primary"))
+            if picked != plan.stable:
+                chain.append(Attempt(name, plan.stable, "stable"))
+        else:
+            chain.append(Attempt(name, None, "primary"))
+        if selection is not None:
+            for alternative in (selection.fallback, self.router.config.settings.default_model):
+                if alternative and all(a.name != alternative for a in chain):
+                    chain.append(Attempt(alternative, None, "fallback"))
+        return chain
+
+    def serving_version(self, name: str) -> str | None:
+        plan = self.transitions.plan(name)
+        if plan is not None:
+            return plan.stable
+        active = self.cache.view.active.get(name)
+        if active is not None:
+            return active
+        versions = [v for v in self.cache.view.catalog.get(name, ()) if v not in self.transitions.excluded(name)]
+        return max(versions, key=int) if versions else None
+
+    def serving_for(self, route: SymbolRoute) -> str | None:
+        """Read-only: which ``name@version`` would answer this symbol now (for switch events)."""
+        selection = None
+        if route.model_name is None:
+            selection = self.router.select(route.asset_class or "", route.horizon_ms or 0.0, route.symbol)
+        probe = PredictRequest({}, route.symbol, route.model_name, asset_class=route.asset_class,
+                               horizon_ms=route.horizon_ms, symbol=route.symbol)
+        for attempt in self.attempts(probe, selection):
+            version = attempt.version or self.serving_version(attempt.name)
+            if version is None:
                 continue
-            try:
-                return Resolved(await self.cache.get(name), selection, fallback_from=selection.model)
-            except ApiError:
+            key = (attempt.name, version)
+            if self.health.breakers.is_open(key) or key in self.cache.view.failures:
                 continue
-        raise primary_error
+            return f"{attempt.name}@{version}"
+        return None
+
+    # -- running --------------------------------------------------------------------------
+
+    async def load(self, attempt: Attempt) -> LoadedModel:
+        version = attempt.version
+        if version is None:
+            plan = self.transitions.plan(attempt.name)
+            version = plan.stable if plan is not None else None
+        model = self.cache.lookup(attempt.name, version)
+        return model if model is not None else await self.cache.get(attempt.name, version)
+
+    def operation_of(self, model: LoadedModel) -> str | None:
+        """The running switch this call belongs to (both arms count for A/B statistics)."""
+        plan = self.transitions.plan(model.name)
+        if plan is None or plan.candidate is None or model.version not in plan.versions():
+            return None
+        return plan.operation_id
 
     def run_model(self, model: LoadedModel, rows: np.ndarray) -> np.ndarray:
+        """One interpreter call; rows whose output is not finite come back as NaN rows."""
         started = time.perf_counter()
+        key = (model.name, model.version)
+        self.transitions.inflight.enter(key)
         try:
             probabilities = model.predict(rows)
         except Exception as exc:
             self.metrics.inference_requests.labels(model_name=model.name, status="error").inc(len(rows))
             raise ApiError(503, "inference_failed", f"{model.name}@{model.version} failed: {exc}",
                            {"model": model.name, "version": model.version}) from exc
-        self.metrics.inference_latency_s.labels(model_name=model.name).observe(
-            time.perf_counter() - started)
-        self.metrics.inference_requests.labels(model_name=model.name, status="ok").inc(len(rows))
+        finally:
+            self.transitions.inflight.exit(key)
+        self.metrics.inference_latency_s.labels(model_name=model.name).observe(time.perf_counter() - started)
         return probabilities
 
-    def respond(self, request: PredictRequest, resolved: Resolved, probabilities: np.ndarray,
+    def record(self, request: PredictRequest, model: LoadedModel, latency_s: float, ok: bool,
+               label: str | None, operation_id: str | None) -> None:
+        key = (model.name, model.version)
+        if ok:
+            self.health.breakers.success(key)
+        else:
+            self.health.breakers.failure(key)
+        self.metrics.inference_requests.labels(model_name=model.name, status="ok" if ok else "error").inc()
+        self.health.observe(Observation(model.name, model.version, latency_s, ok, request.correlation_id, label,
+                                        model.metadata.labels, operation_id))
+
+    def note_symbol(self, request: PredictRequest, model: LoadedModel) -> None:
+        if request.symbol is not None:
+            self.feed.recent.note(SymbolRoute(request.symbol, request.asset_class, request.horizon_ms,
+                                              request.model_name, f"{model.name}@{model.version}"))
+
+    async def answer(self, request: PredictRequest, selection: Selection | None, started: float,
+                     skip: frozenset[tuple[str, str]] = frozenset()) -> dict[str, Any]:
+        """Try each attempt in order; the first that yields a finite prediction answers."""
+        chain = self.attempts(request, selection)
+        first_error: ApiError | None = None
+        for position, attempt in enumerate(chain):
+            try:
+                model = await self.load(attempt)
+            except ApiError as error:
+                if error.status != 503 and position == 0:
+                    raise
+                first_error = first_error or error
+                continue
+            key = (model.name, model.version)
+            if key in skip or not self.health.breakers.allow(key):
+                first_error = first_error or ApiError(
+                    503, "circuit_open", f"{model.name}@{model.version} is failing; circuit breaker open",
+                    {"model": model.name, "version": model.version})
+                continue
+            meta = model.metadata
+            try:
+                row = feature_row(request.features, meta.features, meta.window)
+            except ApiError:
+                self.health.breakers.abandon(key)
+                if position == 0:
+                    raise
+                continue  # this fallback takes other inputs
+            operation_id = self.operation_of(model)
+            call_started = time.perf_counter()
+            try:
+                probabilities = self.run_model(model, row.reshape(1, -1))[0]
+            except ApiError as error:
+                self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
+                first_error = first_error or error
+                continue
+            latency_s = time.perf_counter() - call_started
+            if not np.isfinite(probabilities).all():
+                self.record(request, model, latency_s, False, None, operation_id)
+                first_error = first_error or non_finite(model)
+                continue
+            prediction = shape_prediction(probabilities, meta.labels)
+            self.record(request, model, latency_s, True, prediction["signal"], operation_id)
+            self.note_symbol(request, model)
+            fallback_from = chain[0].name if attempt.name != chain[0].name else None
+            return self.respond(request, Resolved(model, selection, fallback_from), prediction, started)
+        assert first_error is not None
+        raise first_error
+
+    def respond(self, request: PredictRequest, resolved: Resolved, prediction: dict[str, Any],
                 started: float) -> dict[str, Any]:
         model = resolved.model
         selection = resolved.selection
         answer: dict[str, Any] = {
-            "prediction": shape_prediction(probabilities, model.metadata.labels),
+            "prediction": prediction,
             "model": {"name": model.name, "version": model.version},
             "rule_index": selection.rule_index if selection is not None else None,
             "correlation_id": request.correlation_id,
@@ -221,11 +367,55 @@ class Predictor:
     async def predict_one(self, body: Any) -> dict[str, Any]:
         started = time.perf_counter()
         request = parse_request(body)
-        resolved = await self.resolve(request)
-        meta = resolved.model.metadata
-        row = feature_row(request.features, meta.features, meta.window)
-        probabilities = self.run_model(resolved.model, row.reshape(1, -1))
-        return self.respond(request, resolved, probabilities[0], started)
+        selection = self.route(request) if request.model_name is None else None
+        return await self.answer(request, selection, started)
+
+    # -- batches --------------------------------------------------------------------------
+
+    async def prepare(self, index: int, item: Any) -> Pending:
+        """Resolve a batch item to its first usable model (load, breaker, input shape)."""
+        request = parse_request(item)
+        selection = self.route(request) if request.model_name is None else None
+        chain = self.attempts(request, selection)
+        for position, attempt in enumerate(chain):
+            try:
+                model = await self.load(attempt)
+            except ApiError as error:
+                if error.status != 503 or position == len(chain) - 1:
+                    raise
+                continue
+            if self.health.breakers.is_open((model.name, model.version)) and position < len(chain) - 1:
+                continue
+            row = feature_row(request.features, model.metadata.features, model.metadata.window)
+            fallback_from = chain[0].name if attempt.name != chain[0].name else None
+            return Pending(index, request, selection, Resolved(model, selection, fallback_from), row,
+                           self.operation_of(model))
+        raise ApiError(503, "model_unavailable", "no model could take this request", {})
+
+    async def run_group(self, members: list[Pending], results: list[dict[str, Any] | None],
+                        started: float) -> None:
+        """One interpreter call for the group; failed rows retry one by one on the next model."""
+        model = members[0].resolved.model
+        call_started = time.perf_counter()
+        try:
+            probabilities = self.run_model(model, np.stack([m.row for m in members]))
+            finite = np.isfinite(probabilities).all(axis=1)
+        except ApiError:
+            probabilities, finite = None, np.zeros(len(members), dtype=bool)
+        latency_s = (time.perf_counter() - call_started) / len(members)
+        for position, member in enumerate(members):
+            if probabilities is not None and finite[position]:
+                prediction = shape_prediction(probabilities[position], model.metadata.labels)
+                self.record(member.request, model, latency_s, True, prediction["signal"], member.operation_id)
+                self.note_symbol(member.request, model)
+                results[member.index] = self.respond(member.request, member.resolved, prediction, started)
+                continue
+            self.record(member.request, model, latency_s, False, None, member.operation_id)
+            try:
+                results[member.index] = await self.answer(member.request, member.selection, started,
+                                                          skip=frozenset({(model.name, model.version)}))
+            except ApiError as error:
+                results[member.index] = {"index": member.index, **error.to_body(), "status": error.status}
 
     async def predict_batch(self, body: Any, max_items: int) -> dict[str, Any]:
         """Per-item answers in order; items for the same model version run as one call."""
@@ -237,29 +427,16 @@ class Predictor:
             raise ApiError(413, "batch_too_large", f"at most {max_items} requests per batch",
                            {"limit": max_items, "got": len(items)})
         results: list[dict[str, Any] | None] = [None] * len(items)
-        groups: dict[tuple[str, str], list[tuple[int, PredictRequest, Resolved, np.ndarray]]] = (
-            defaultdict(list))
+        groups: dict[tuple[str, str], list[Pending]] = defaultdict(list)
         for index, item in enumerate(items):
             try:
-                request = parse_request(item)
-                resolved = await self.resolve(request)
-                meta = resolved.model.metadata
-                row = feature_row(request.features, meta.features, meta.window)
+                pending = await self.prepare(index, item)
             except ApiError as error:
                 results[index] = {"index": index, **error.to_body(), "status": error.status}
                 continue
-            key = (resolved.model.name, resolved.model.version)
-            groups[key].append((index, request, resolved, row))
+            groups[(pending.resolved.model.name, pending.resolved.model.version)].append(pending)
         for members in groups.values():
-            model = members[0][2].model
-            try:
-                probabilities = self.run_model(model, np.stack([m[3] for m in members]))
-            except ApiError as error:
-                for index, *_ in members:
-                    results[index] = {"index": index, **error.to_body(), "status": error.status}
-                continue
-            for position, (index, request, resolved, _row) in enumerate(members):
-                results[index] = self.respond(request, resolved, probabilities[position], started)
+            await self.run_group(members, results, started)
         failed = sum(1 for r in results if r is not None and "error" in r)
         return {
             "predictions": results,
@@ -267,3 +444,8 @@ class Predictor:
             "failed": failed,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
+
+
+def non_finite(model: LoadedModel) -> ApiError:
+    return ApiError(503, "inference_failed", f"{model.name}@{model.version} produced non-finite output",
+                    {"model": model.name, "version": model.version})

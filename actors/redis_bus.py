@@ -10,6 +10,7 @@ and counts it in ``model_router_redis_dropped_total``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import deque
@@ -28,14 +29,26 @@ MAX_BACKOFF_S = 5.0
 WRITE_BATCH = 256
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class RedisMessage:
-    """A PUBLISH on ``target`` (kind "publish") or an XADD to stream ``target`` (kind "xadd")."""
+    """A PUBLISH on ``target`` (kind "publish") or an XADD to stream ``target`` (kind "xadd").
+
+    ``reply``, for an XADD, receives the entry id Redis assigned once it is written (which
+    may be long after the offer, if Redis was down meanwhile).
+    """
 
     kind: str
     target: str
     payload: dict[str, Any]
     maxlen: int | None = None
+    reply: trio.MemorySendChannel[str] | None = None
+
+
+@attrs.define
+class BusState:
+    """Whether the last Redis write succeeded; producers use it to skip waiting for replies."""
+
+    connected: bool = False
 
 
 @attrs.frozen
@@ -44,6 +57,7 @@ class RedisOutbox:
 
     send_channel: trio.MemorySendChannel[RedisMessage] | None
     metrics: Metrics
+    state: BusState = attrs.field(factory=BusState)
 
     @property
     def enabled(self) -> bool:
@@ -79,7 +93,7 @@ def stream_fields(payload: dict[str, Any]) -> dict[str, str | int | float]:
     return fields
 
 
-def _write_batch(client: redis.Redis, batch: list[RedisMessage]) -> None:
+def _write_batch(client: redis.Redis, batch: list[RedisMessage]) -> list[Any]:
     """Blocking: one pipeline round trip for the whole batch (runs in a worker thread)."""
     pipe = client.pipeline(transaction=False)
     for message in batch:
@@ -87,7 +101,17 @@ def _write_batch(client: redis.Redis, batch: list[RedisMessage]) -> None:
             pipe.publish(message.target, json.dumps(message.payload, separators=(",", ":")))
         else:
             pipe.xadd(message.target, stream_fields(message.payload), maxlen=message.maxlen, approximate=True)
-    pipe.execute()
+    return list(pipe.execute())
+
+
+def _deliver_ids(batch: list[RedisMessage], results: list[Any] | None) -> None:
+    """Tell XADD producers their entry ids; a producer that stopped waiting is fine."""
+    for message, result in zip(batch, results or (), strict=False):
+        if message.reply is None:
+            continue
+        entry_id = result.decode() if isinstance(result, bytes) else str(result)
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            message.reply.send_nowait(entry_id)  # the producer may have stopped waiting
 
 
 @attrs.define
@@ -148,7 +172,8 @@ async def _collect(inbox: trio.MemoryReceiveChannel[RedisMessage], backlog: _Bac
             backlog.push(message)
 
 
-async def _write_forever(client: redis.Redis, backlog: _Backlog, metrics: Metrics, url: str) -> None:
+async def _write_forever(client: redis.Redis, backlog: _Backlog, metrics: Metrics, url: str,
+                         state: BusState) -> None:
     backoff = INITIAL_BACKOFF_S
     connected: bool | None = None
     while True:
@@ -157,9 +182,10 @@ async def _write_forever(client: redis.Redis, backlog: _Backlog, metrics: Metric
             await backlog.ready.wait()
         batch = backlog.take(WRITE_BATCH)
         try:
-            await trio.to_thread.run_sync(_write_batch, client, batch, abandon_on_cancel=True)
+            results = await trio.to_thread.run_sync(_write_batch, client, batch, abandon_on_cancel=True)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             backlog.failed(discard=False)
+            state.connected = False
             if connected is not False:
                 log.warning("redis unreachable (%s); buffering %d message(s)", exc, len(backlog.items))
             connected = False
@@ -174,6 +200,8 @@ async def _write_forever(client: redis.Redis, backlog: _Backlog, metrics: Metric
             backlog.failed(discard=True)
             continue
         backlog.written()
+        _deliver_ids(batch, results)
+        state.connected = True
         if connected is not True:
             log.info("redis connected at %s", _redact(url))
         connected = True
@@ -200,6 +228,7 @@ async def run(
     inbox: trio.MemoryReceiveChannel[RedisMessage],
     metrics: Metrics,
     *,
+    state: BusState | None = None,
     buffer_limit: int = 10_000,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -210,7 +239,7 @@ async def run(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_collect, inbox, backlog)
-            nursery.start_soon(_write_forever, client, backlog, metrics, url)
+            nursery.start_soon(_write_forever, client, backlog, metrics, url, state or BusState())
             task_status.started()
     finally:
         with trio.move_on_after(1.0) as scope:

@@ -272,7 +272,7 @@ async def test_model_reload_new_version_and_broken_version(config_path: Path, re
         assert served.status_code == 200 and served.json()["model"]["version"] == "2"
         versions = (await h.client.get("/models/fast/versions")).json()
         states = {v["version"]: v["status"] for v in versions["versions"]}
-        assert states == {"3": "failed", "2": "serving", "1": "loaded"}
+        assert states == {"3": "failed", "2": "serving", "1": "ready"}
         assert (await h.admin_post("/reload/ghost")).status_code == 404
 
 

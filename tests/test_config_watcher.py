@@ -170,7 +170,7 @@ async def running_watcher(config_path: Path, repo: Path, *, redis_url: str | Non
         await nursery.start(router.run, state, update_recv, metrics)
         await nursery.start(partial(
             config_watcher.run, handle, command_recv, state, update_send, outbox, metrics,
-            repository=repo, initial_text=text, on_applied=applied.append))
+            repository=repo, initial_text=text, on_applied=lambda config, _started: applied.append(config)))
         await trio.testing.wait_all_tasks_blocked()  # the file watcher is armed
         yield Watching(handle, state, metrics, applied)
         nursery.cancel_scope.cancel()

@@ -354,7 +354,8 @@ async def test_unload_idle_directly(repo: Path) -> None:
     """``_CacheActor.unload_idle`` drops exactly the unpinned models used before the cutoff."""
     send, _recv = trio.open_memory_channel[CacheRequest](1)
     cache = ModelCache(send)
-    actor = _CacheActor(repo, CacheLimits(), Metrics(), cache, lambda: frozenset({"backup"}))
+    actor = _CacheActor(repo, CacheLimits(), Metrics(), cache, lambda: frozenset({"backup"}), frozenset,
+                        lambda name: frozenset())
     actor.rescan()
     for name in ("backup", "fast", "windowed"):
         model = await trio.to_thread.run_sync(load_model, repo / name / "1", name, "1")

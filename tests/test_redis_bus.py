@@ -55,12 +55,12 @@ class WriteSpy:
     failed: threading.Event = attrs.field(factory=threading.Event)
     gate: threading.Event = attrs.field(factory=threading.Event)
 
-    def __call__(self, client: redis.Redis, batch: list[RedisMessage]) -> None:
+    def __call__(self, client: redis.Redis, batch: list[RedisMessage]) -> list[Any]:
         self.batches.append(list(batch))
         self.entered.set()
         assert self.gate.wait(timeout=10), "test never opened the write gate"
         try:
-            REAL_WRITE_BATCH(client, batch)
+            return REAL_WRITE_BATCH(client, batch)
         except redis.RedisError:
             self.failed.set()
             raise

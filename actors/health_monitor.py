@@ -1,0 +1,255 @@
+"""The health monitor actor: per-version windows, feedback accuracy, breakers, A/B arms.
+
+The request path sends one :class:`Observation` per model call (``send_nowait``; a full
+queue drops and counts, it never slows a request). ``POST /feedback`` sends a
+:class:`FeedbackCommand` down the same channel, so feedback can never overtake the
+prediction it refers to. The actor keeps a sliding window per model version (requests,
+errors, latency percentiles, accuracy) and, for A/B operations, per-arm totals for the
+significance tests.
+
+Circuit breakers must act inside the request that fails, so they live on a
+:class:`BreakerBoard` the request path calls synchronously (the event loop is the only
+thread touching it); the board reports every state change to a callback, which the
+composition root wires to the switch feed and the transition manager.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from actors.breaker import STATE_CODES, Breaker, BreakerSettings, allow, on_failure, on_success, release_probe
+from actors.health_stats import (
+    AlertThresholds,
+    HealthSnapshot,
+    RunningMoments,
+    SlidingWindow,
+    WindowSettings,
+    judge,
+    two_proportion_test,
+    welch_t_test,
+)
+from actors.metrics import Metrics
+from actors.switch_policy import Verdict
+
+log = logging.getLogger("model_router.health")
+
+ModelKey = tuple[str, str]
+FEEDBACK_INDEX_LIMIT = 100_000
+
+
+@attrs.frozen
+class Observation:
+    """One model call: who answered, how long it took, whether it worked."""
+
+    name: str
+    version: str
+    latency_s: float
+    ok: bool
+    correlation_id: str | None = None
+    label: str | None = None
+    labels: tuple[str, ...] = ()
+    operation_id: str | None = None
+
+
+@attrs.frozen(eq=False)
+class FeedbackCommand:
+    correlation_id: str
+    outcome: str
+    reply: trio.MemorySendChannel[dict[str, Any]]
+
+
+HealthMessage = Observation | FeedbackCommand
+
+
+@attrs.define
+class ArmStats:
+    """Totals of one arm of an A/B operation, since it started."""
+
+    requests: int = 0
+    errors: int = 0
+    latency_ms: RunningMoments = attrs.field(factory=RunningMoments)
+    outcomes: int = 0
+    correct: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests, "errors": self.errors,
+            "error_rate": round(self.errors / self.requests, 6) if self.requests else None,
+            "latency_mean_ms": round(self.latency_ms.mean, 6) if self.latency_ms.count else None,
+            "outcomes": self.outcomes,
+            "accuracy": round(self.correct / self.outcomes, 6) if self.outcomes else None,
+        }
+
+
+@attrs.define
+class BreakerBoard:
+    """Breakers per model version; synchronous, event-loop only, changes reported to ``on_change``."""
+
+    settings: BreakerSettings
+    metrics: Metrics
+    on_change: Callable[[ModelKey, str, str], None] = lambda key, old, new: None
+    breakers: dict[ModelKey, Breaker] = attrs.field(factory=dict)
+
+    def _set(self, key: ModelKey, breaker: Breaker) -> None:
+        old = self.breakers.get(key, Breaker())
+        self.breakers[key] = breaker
+        if old.state != breaker.state:
+            self.metrics.breaker_state.labels(model=key[0], version=key[1]).set(STATE_CODES[breaker.state])
+            log.warning("breaker %s@%s: %s -> %s", key[0], key[1], old.state, breaker.state)
+            self.on_change(key, old.state, breaker.state)
+
+    def allow(self, key: ModelKey) -> bool:
+        breaker = self.breakers.get(key)
+        if breaker is None:
+            return True
+        allowed, updated = allow(breaker, time.monotonic(), self.settings)
+        if updated is not breaker:
+            self._set(key, updated)
+        return allowed
+
+    def is_open(self, key: ModelKey) -> bool:
+        """Read-only: would a request be refused right now (no probe is claimed)?"""
+        breaker = self.breakers.get(key)
+        if breaker is None or breaker.state == "closed":
+            return False
+        if breaker.state == "open":
+            opened = breaker.opened_at or 0.0
+            return time.monotonic() - opened < self.settings.open_seconds
+        return breaker.probes_in_flight >= self.settings.half_open_probes
+
+    def success(self, key: ModelKey) -> None:
+        breaker = self.breakers.get(key)
+        if breaker is not None:
+            self._set(key, on_success(breaker, time.monotonic(), self.settings))
+
+    def failure(self, key: ModelKey) -> None:
+        self._set(key, on_failure(self.breakers.get(key, Breaker()), time.monotonic(), self.settings))
+
+    def abandon(self, key: ModelKey) -> None:
+        breaker = self.breakers.get(key)
+        if breaker is not None and breaker.probes_in_flight:
+            self._set(key, release_probe(breaker))
+
+    def state(self, key: ModelKey) -> str:
+        breaker = self.breakers.get(key)
+        return breaker.state if breaker is not None else "closed"
+
+
+@attrs.define
+class HealthMonitor:
+    """The handle: observe (request path), feedback, and read-only views for decisions and HTTP."""
+
+    inbox: trio.MemorySendChannel[HealthMessage]
+    metrics: Metrics
+    breakers: BreakerBoard
+    window_settings: WindowSettings = attrs.field(factory=WindowSettings)
+    alerts: AlertThresholds = attrs.field(factory=AlertThresholds)
+    windows: dict[ModelKey, SlidingWindow] = attrs.field(factory=dict)
+    arms: dict[tuple[str, str], ArmStats] = attrs.field(factory=dict)
+    feedback_index: OrderedDict[str, tuple[str, str, str, tuple[str, ...], str | None]] = attrs.field(
+        factory=OrderedDict)
+
+    def observe(self, observation: Observation) -> None:
+        try:
+            self.inbox.send_nowait(observation)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.metrics.health_observations_dropped.inc()
+
+    async def feedback(self, correlation_id: str, outcome: str) -> dict[str, Any]:
+        reply_send, reply_recv = trio.open_memory_channel[dict[str, Any]](1)
+        async with reply_recv:
+            await self.inbox.send(FeedbackCommand(correlation_id, outcome, reply_send))
+            return await reply_recv.receive()
+
+    def snapshot(self, name: str, version: str) -> HealthSnapshot:
+        window = self.windows.get((name, version))
+        if window is None:
+            window = SlidingWindow(self.window_settings)
+        return window.snapshot(time.monotonic())
+
+    def verdict(self, name: str, version: str, *, max_latency_ms: float | None, min_accuracy: float | None,
+                min_samples: int) -> Verdict:
+        verdict = judge(self.snapshot(name, version), max_latency_ms=max_latency_ms,
+                        min_accuracy=min_accuracy, min_samples=min_samples, alerts=self.alerts)
+        if self.breakers.state((name, version)) != "closed":
+            breaches = (*verdict.breaches, f"circuit breaker {self.breakers.state((name, version))}")
+            return Verdict(healthy=False, enough_data=verdict.enough_data, breaches=breaches)
+        return verdict
+
+    def ab_report(self, operation_id: str, control: str, treatment: str) -> dict[str, Any]:
+        """Per-arm totals and the two significance tests (accuracy: z-test; latency: Welch's t)."""
+        a = self.arms.get((operation_id, control), ArmStats())
+        b = self.arms.get((operation_id, treatment), ArmStats())
+        return {
+            "arms": {control: a.to_dict(), treatment: b.to_dict()},
+            "accuracy_test": two_proportion_test(a.correct, a.outcomes, b.correct, b.outcomes).to_dict(),
+            "latency_test": welch_t_test(a.latency_ms, b.latency_ms).to_dict(),
+        }
+
+    def known_versions(self) -> set[ModelKey]:
+        return set(self.windows) | set(self.breakers.breakers)
+
+    # -- actor side -------------------------------------------------------------------
+
+    def take(self, observation: Observation) -> None:
+        key = (observation.name, observation.version)
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = SlidingWindow(self.window_settings)
+        window.record(time.monotonic(), observation.latency_s, observation.ok)
+        if observation.operation_id is not None:
+            arm = self.arms.setdefault((observation.operation_id, observation.version), ArmStats())
+            arm.requests += 1
+            arm.errors += 0 if observation.ok else 1
+            arm.latency_ms = arm.latency_ms.add(observation.latency_s * 1000)
+        if observation.ok and observation.correlation_id and observation.label:
+            index = self.feedback_index
+            index[observation.correlation_id] = (observation.name, observation.version, observation.label,
+                                                 observation.labels, observation.operation_id)
+            index.move_to_end(observation.correlation_id)
+            if len(index) > FEEDBACK_INDEX_LIMIT:
+                index.popitem(last=False)
+
+    def take_feedback(self, command: FeedbackCommand) -> dict[str, Any]:
+        entry = self.feedback_index.get(command.correlation_id)
+        if entry is None:
+            return {"status": 404}
+        name, version, label, labels, operation_id = entry
+        if command.outcome not in labels:
+            return {"status": 422, "labels": list(labels)}
+        correct = command.outcome == label
+        self.windows[(name, version)].record_outcome(time.monotonic(), correct)
+        if operation_id is not None:
+            arm = self.arms.setdefault((operation_id, version), ArmStats())
+            arm.outcomes += 1
+            arm.correct += 1 if correct else 0
+        del self.feedback_index[command.correlation_id]
+        return {"status": 200, "model": {"name": name, "version": version}, "predicted": label,
+                "outcome": command.outcome, "correct": correct}
+
+
+async def run(
+    monitor: HealthMonitor,
+    inbox: trio.MemoryReceiveChannel[HealthMessage],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Fold observations and feedback into the windows until cancelled."""
+    async with inbox:
+        task_status.started()
+        async for message in inbox:
+            if isinstance(message, FeedbackCommand):
+                result = monitor.take_feedback(message)
+                try:
+                    message.reply.send_nowait(result)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+                    log.debug("feedback caller left before its answer")
+            else:
+                monitor.take(message)

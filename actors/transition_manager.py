@@ -1,0 +1,550 @@
+"""The transition manager actor: versions, switch operations, traffic plans, draining.
+
+It owns the version registry (policy, traffic plan, deregistered versions, history per
+model) and every switch operation. The request path reads ``transitions.view.plans``
+(an immutable mapping, rebound on every change) to pick a version per request: the
+candidate when the request's key (symbol, else correlation id) hashes under the
+candidate's weight, the stable version otherwise (see ``actors/assignment.py``).
+
+Each operation runs as a task in the actor's nursery and is a thin loop around the pure
+state machine in ``actors/switch_policy.py``: load and warm the target version (the
+model cache does both in a worker thread), take the first step, then every
+``interval_s`` ask the health monitor for a verdict and advance. Operator commands
+(abort, promote, rollback) and breaker alerts apply a transition at once and wake the
+loop. When an operation ends, the version that lost its traffic is marked draining and
+unloaded once no request holds it (the in-flight count reaches zero) or after
+``max_transition_s``, whichever comes first.
+
+State is written to a JSON file after every change (coalesced, atomic), so a restart
+comes back on the same versions and weights, and running operations resume.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import yaml
+
+from actors import registry_store
+from actors.errors import ApiError, bad_request, not_found
+from actors.health_monitor import HealthMonitor
+from actors.metrics import Metrics
+from actors.model_cache import ModelCache
+from actors.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
+from actors.registry_store import RegistryState
+from actors.rules import ModelThreshold
+from actors.switch_feed import SwitchFeed
+from actors.switch_policy import (
+    Operation,
+    TrafficPlan,
+    abort,
+    advance,
+    begin,
+    fail,
+    new_operation,
+    parse_switch_params,
+    plan_for,
+    promote,
+    rollback,
+)
+
+log = logging.getLogger("model_router.transitions")
+
+ModelKey = tuple[str, str]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}$")
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+
+
+@attrs.frozen
+class TrafficView:
+    """What the request path and the HTTP layer read; replaced whole on every change."""
+
+    plans: Mapping[str, TrafficPlan] = attrs.field(factory=dict)
+    state: RegistryState = attrs.field(factory=RegistryState)
+    draining: Mapping[ModelKey, float] = attrs.field(factory=dict)
+
+
+@attrs.define
+class InFlight:
+    """Requests holding each model version; the request path enters and exits synchronously."""
+
+    metrics: Metrics
+    counts: dict[ModelKey, int] = attrs.field(factory=dict)
+    idle: dict[ModelKey, trio.Event] = attrs.field(factory=dict)
+
+    def enter(self, key: ModelKey) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def exit(self, key: ModelKey) -> None:
+        remaining = self.counts.get(key, 1) - 1
+        if remaining > 0:
+            self.counts[key] = remaining
+            return
+        self.counts.pop(key, None)
+        event = self.idle.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def count(self, key: ModelKey) -> int:
+        return self.counts.get(key, 0)
+
+    async def wait_idle(self, key: ModelKey) -> None:
+        if self.counts.get(key, 0) == 0:
+            return
+        event = self.idle.setdefault(key, trio.Event())
+        await event.wait()
+
+    def publish_gauges(self) -> None:
+        for (name, version), count in self.counts.items():
+            self.metrics.inflight.labels(model=name, version=version).set(count)
+
+
+@attrs.frozen(eq=False)
+class Command:
+    """A request to the actor: ``apply`` runs inside the actor; its result or ApiError is the reply."""
+
+    apply: Callable[[_Manager], Awaitable[Any]]
+    reply: trio.MemorySendChannel[tuple[Any, ApiError | None]]
+
+
+@attrs.define
+class Transitions:
+    """The handle the request path and HTTP layer hold."""
+
+    commands: trio.MemorySendChannel[Command]
+    inflight: InFlight
+    view: TrafficView = attrs.field(factory=TrafficView)
+
+    def plan(self, name: str) -> TrafficPlan | None:
+        return self.view.plans.get(name)
+
+    def excluded(self, name: str) -> frozenset[str]:
+        record = self.view.state.models.get(name)
+        return record.deregistered if record is not None else frozenset()
+
+    def pinned_versions(self) -> frozenset[ModelKey]:
+        return frozenset((p.model, v) for p in self.view.plans.values() for v in p.versions())
+
+    def operation(self, operation_id: str) -> Operation:
+        op = self.view.state.operations.get(operation_id)
+        if op is None:
+            raise not_found("operation_not_found", f"no switch operation {operation_id!r}",
+                            operation_id=operation_id)
+        return op
+
+    async def _call(self, apply: Callable[[_Manager], Awaitable[Any]]) -> Any:
+        reply_send, reply_recv = trio.open_memory_channel[tuple[Any, ApiError | None]](1)
+        async with reply_recv:
+            await self.commands.send(Command(apply, reply_send))
+            result, error = await reply_recv.receive()
+        if error is not None:
+            raise error
+        return result
+
+    async def switch(self, name: str, body: Mapping[str, Any]) -> Operation:
+        return await self._call(lambda m: m.start_switch(name, body, reason="switch"))
+
+    async def abort(self, operation_id: str) -> Operation:
+        return await self._call(lambda m: m.stop(operation_id, "abort"))
+
+    async def promote(self, operation_id: str) -> Operation:
+        return await self._call(lambda m: m.stop(operation_id, "promote"))
+
+    async def rollback(self, name: str, version: str | None) -> Operation:
+        return await self._call(lambda m: m.rollback_model(name, version))
+
+    async def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._call(lambda m: m.register(body))
+
+    async def deregister(self, name: str, version: str) -> dict[str, Any]:
+        return await self._call(lambda m: m.deregister(name, version))
+
+    async def model_reloaded(self, name: str, version: str) -> Operation | None:
+        return await self._call(lambda m: m.follow_latest(name, version, reason="model_reload"))
+
+    def breaker_changed(self, key: ModelKey, new_state: str) -> None:
+        """From the breaker board (synchronous): roll back a running switch whose candidate broke."""
+        if new_state != "open":
+            return
+
+        async def apply(manager: _Manager) -> None:
+            manager.candidate_broke(key)
+
+        try:
+            self.commands.send_nowait(Command(apply, trio.open_memory_channel(1)[0]))
+        except trio.WouldBlock:
+            log.error("transition manager queue full: breaker alert for %s@%s not delivered", *key)
+
+
+def _stable_version(manager: _Manager, name: str) -> str | None:
+    plan = manager.handle.view.plans.get(name)
+    return plan.stable if plan is not None else manager.cache.view.active.get(name)
+
+
+@attrs.define
+class _Manager:
+    """State owned by the actor task."""
+
+    handle: Transitions
+    cache: ModelCache
+    health: HealthMonitor
+    feed: SwitchFeed
+    metrics: Metrics
+    repository: Path
+    thresholds: Callable[[str], ModelThreshold | None]
+    nursery: trio.Nursery
+    dirty: trio.Event = attrs.field(factory=trio.Event)
+    wake: dict[str, trio.CancelScope] = attrs.field(factory=dict)
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, state: RegistryState, *, draining: Mapping[ModelKey, float] | None = None) -> None:
+        plans = {name: r.plan for name, r in state.models.items() if r.plan is not None}
+        old = self.handle.view
+        self.handle.view = TrafficView(plans, state, old.draining if draining is None else draining)
+        for plan in plans.values():
+            for version in {plan.stable, *(plan.versions())}:
+                self.metrics.traffic_share.labels(model=plan.model, version=version).set(plan.share(version))
+        for name, plan in old.plans.items():
+            for version in plan.versions():
+                if version not in plans.get(name, plan).versions():
+                    self.metrics.traffic_share.labels(model=name, version=version).set(0)
+        self.dirty.set()
+
+    def put(self, op: Operation, *, trigger: str | None, started_at: float | None = None) -> Operation:
+        """Record ``op``, derive the model's plan from it, publish, announce the change."""
+        state = self.handle.view.state
+        record = state.record(op.model)
+        plan = plan_for(op)
+        previous_stable = record.plan.stable if record.plan else op.from_version
+        if plan.stable != previous_stable:
+            record = record.with_history({"at": time.time(), "version": plan.stable, "previous": previous_stable,
+                                          "operation_id": op.id, "reason": op.state})
+        record = attrs.evolve(record, plan=plan)
+        self.publish(state.with_record(op.model, record).with_operation(op))
+        if op.is_terminal:
+            self.metrics.operations_total.labels(strategy=op.params.strategy, state=op.state).inc()
+            log.info("switch %s %s: %s %s -> %s%s", op.id, op.state, op.model, op.from_version, op.to_version,
+                     f" ({op.reason})" if op.reason else "")
+        if trigger is not None:
+            self.feed.trigger(trigger, op.id, started_at)
+        return op
+
+    def current(self, operation_id: str) -> Operation:
+        return self.handle.view.state.operations[operation_id]
+
+    def active_operation(self, name: str) -> Operation | None:
+        for op in self.handle.view.state.operations.values():
+            if op.model == name and not op.is_terminal:
+                return op
+        return None
+
+    # -- switching -----------------------------------------------------------------------
+
+    async def resolve_target(self, name: str, requested: Any) -> tuple[str, str]:
+        catalog = list_repository(self.repository)
+        if name not in catalog:
+            raise not_found("model_not_found", f"model {name!r} is not in the repository",
+                            model=name, available=sorted(catalog))
+        record = self.handle.view.state.record(name)
+        versions = [v for v in catalog[name] if v not in record.deregistered]
+        if requested is None:
+            raise bad_request("'version' is required (a version number or \"latest\")", field="version")
+        text = str(requested)
+        if text == "latest":
+            failed = {v for (n, v) in self.cache.view.failures if n == name}
+            candidates = [v for v in versions if v not in failed]
+            if not candidates:
+                raise ApiError(409, "no_loadable_version", f"model {name!r} has no loadable version", {"model": name})
+            return max(candidates, key=int), "latest"
+        if text in record.deregistered:
+            raise ApiError(409, "version_deregistered", f"{name}@{text} is deregistered",
+                           {"model": name, "version": text})
+        if text not in versions:
+            raise not_found("version_not_found", f"model {name!r} has no version {text!r}",
+                            model=name, version=text, available=versions)
+        return text, "pinned"
+
+    async def start_switch(self, name: str, body: Mapping[str, Any], *, reason: str) -> Operation:
+        started_at = time.perf_counter()
+        running = self.active_operation(name)
+        if running is not None:
+            raise ApiError(409, "switch_in_progress", f"{name} already has a running switch {running.id}",
+                           {"operation_id": running.id})
+        target, policy = await self.resolve_target(name, body.get("version"))
+        try:
+            params = parse_switch_params(body)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_switch", str(exc), {}) from exc
+        stable = _stable_version(self, name)
+        if stable is None:
+            stable = (await self.cache.get(name)).version
+        if stable == target:
+            raise ApiError(409, "already_serving", f"{name}@{target} already serves all traffic",
+                           {"model": name, "version": target})
+        op = new_operation(f"sw-{uuid.uuid4().hex[:12]}", name, stable, target, params, time.time())
+        state = self.handle.view.state
+        self.publish(state.with_record(name, attrs.evolve(state.record(name), policy=policy)))
+        self.put(op, trigger=None)
+        log.info("switch %s started (%s): %s %s -> %s, %s", op.id, reason, name, stable, target, params.strategy)
+        self.nursery.start_soon(self.run_operation, op.id, started_at)
+        return op
+
+    async def run_operation(self, operation_id: str, started_at: float | None = None) -> None:
+        op = self.current(operation_id)
+        if op.state == "loading":
+            try:
+                await self.cache.get(op.model, op.to_version, force=True)  # loaded and warmed before any traffic
+            except ApiError as exc:
+                reason = f"target version failed to load: {exc.details.get('reasons') or exc.message}"
+                self.put(fail(self.current(operation_id), time.time(), reason), trigger=None)
+                await self.finish(operation_id)
+                return
+            op = self.current(operation_id)
+            if op.is_terminal:
+                await self.finish(operation_id)
+                return
+            op = self.put(begin(op, time.time()), trigger="switch_complete" if op.params.strategy == "immediate"
+                          else "switch_step", started_at=started_at)
+        while not op.is_terminal:
+            with trio.CancelScope() as scope:
+                self.wake[operation_id] = scope
+                await trio.sleep(op.params.interval_s)
+            self.wake.pop(operation_id, None)
+            op = self.current(operation_id)
+            if op.is_terminal or scope.cancelled_caught:
+                continue
+            threshold = self.thresholds(op.model)
+            verdict = self.health.verdict(
+                op.model, op.to_version,
+                max_latency_ms=threshold.max_latency_ms if threshold else None,
+                min_accuracy=threshold.min_accuracy if threshold else None,
+                min_samples=threshold.min_samples if threshold else 100)
+            decided_at = time.perf_counter()
+            after = advance(op, verdict, time.time())
+            if after.weight_bp != op.weight_bp or after.state != op.state:
+                reason = {"rolled_back": "rollback", "completed": "switch_complete"}.get(after.state, "switch_step")
+                op = self.put(after, trigger=reason, started_at=decided_at)
+            else:
+                op = self.put(after, trigger=None)
+        await self.finish(operation_id)
+
+    async def finish(self, operation_id: str) -> None:
+        """Drain the version that lost its traffic, then unload it."""
+        op = self.current(operation_id)
+        loser = op.from_version if op.state == "completed" else op.to_version
+        plan = self.handle.view.plans.get(op.model)
+        if plan is not None and loser in plan.versions():
+            return
+        key = (op.model, loser)
+        draining = {**self.handle.view.draining, key: time.time()}
+        self.publish(self.handle.view.state, draining=draining)
+        with trio.move_on_after(op.params.max_transition_s) as scope:
+            await self.handle.inflight.wait_idle(key)
+        if scope.cancelled_caught:
+            log.warning("%s@%s still had %d request(s) in flight after %.0f s; unloading anyway", *key,
+                        self.handle.inflight.count(key), op.params.max_transition_s)
+        plan = self.handle.view.plans.get(op.model)
+        if plan is None or loser not in plan.versions():
+            await self.cache.unload(*key)
+        draining = {k: v for k, v in self.handle.view.draining.items() if k != key}
+        self.publish(self.handle.view.state, draining=draining)
+
+    async def stop(self, operation_id: str, how: str) -> Operation:
+        op = self.handle.operation(operation_id)
+        if op.is_terminal:
+            raise ApiError(409, "operation_finished", f"switch {operation_id} already {op.state}",
+                           {"operation_id": operation_id, "state": op.state})
+        started_at = time.perf_counter()
+        if how == "promote":
+            if op.state != "running":
+                raise ApiError(409, "not_running", f"switch {operation_id} is {op.state}; promote needs running",
+                               {"operation_id": operation_id, "state": op.state})
+            op = self.put(promote(op, time.time()), trigger="switch_complete", started_at=started_at)
+        else:
+            op = self.put(abort(op, time.time()), trigger="abort", started_at=started_at)
+        self.wake_up(operation_id)
+        return op
+
+    def wake_up(self, operation_id: str) -> None:
+        scope = self.wake.get(operation_id)
+        if scope is not None:
+            scope.cancel()
+
+    def candidate_broke(self, key: ModelKey) -> None:
+        op = self.active_operation(key[0])
+        if op is None or op.to_version != key[1] or op.params.strategy not in ("gradual", "canary"):
+            return
+        started_at = time.perf_counter()
+        self.put(rollback(op, time.time(), f"circuit breaker opened on {key[0]}@{key[1]}"),
+                 trigger="rollback", started_at=started_at)
+        self.wake_up(op.id)
+
+    async def rollback_model(self, name: str, version: str | None) -> Operation:
+        running = self.active_operation(name)
+        if running is not None and version is None:
+            started_at = time.perf_counter()
+            op = self.put(rollback(running, time.time(), "rolled back by operator"),
+                          trigger="rollback", started_at=started_at)
+            self.wake_up(op.id)
+            return op
+        if running is not None:
+            raise ApiError(409, "switch_in_progress", f"{name} has a running switch {running.id}; "
+                           "roll it back without a version first", {"operation_id": running.id})
+        target = version or self.handle.view.state.record(name).previous_stable()
+        if target is None:
+            raise ApiError(409, "nothing_to_roll_back", f"{name} has no earlier version to return to",
+                           {"model": name})
+        return await self.start_switch(name, {"version": target, "strategy": "immediate"}, reason="rollback")
+
+    async def follow_latest(self, name: str, version: str, *, reason: str) -> Operation | None:
+        """A new version arrived: move to it if the model follows "latest", else just announce it."""
+        record = self.handle.view.state.record(name)
+        if record.plan is None:
+            self.feed.trigger(reason)
+            return None
+        if record.policy != "latest" or record.plan.stable == version or self.active_operation(name):
+            return None
+        return await self.start_switch(name, {"version": version, "strategy": "immediate"}, reason=reason)
+
+    # -- registration ----------------------------------------------------------------------
+
+    async def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        name, version = str(body.get("name", "")), str(body.get("version", ""))
+        if not NAME_PATTERN.match(name):
+            raise bad_request("'name' must be 1-64 characters of letters, digits, '_', '-', '.'", field="name")
+        if not VERSION_PATTERN.match(version):
+            raise bad_request("'version' must be a positive integer", field="version")
+        unknown = sorted(set(body) - {"name", "version", "metadata", "model_base64"})
+        if unknown:
+            raise bad_request(f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
+        folder = version_dir(self.repository, name, version)
+        uploaded = "model_base64" in body
+        if uploaded:
+            await self.write_upload(name, version, body)
+        elif not (folder / "model.tflite").exists():
+            raise not_found("version_not_found", f"{folder} has no model.tflite; upload it with model_base64",
+                            model=name, version=version)
+        state = self.handle.view.state
+        record = state.record(name)
+        self.publish(state.with_record(name, attrs.evolve(record, deregistered=record.deregistered - {version})))
+        try:
+            model = await self.cache.get(name, version, force=True)
+        except ApiError as exc:
+            if uploaded:
+                await trio.to_thread.run_sync(_remove_version, folder)
+            raise ApiError(422, "model_invalid", f"{name}@{version} does not load",
+                           {"model": name, "version": version, "reasons": exc.details.get("reasons", exc.message)}
+                           ) from exc
+        log.info("registered %s@%s%s", name, version, " (uploaded)" if uploaded else "")
+        operation = await self.follow_latest(name, version, reason="model_registered")
+        return {"name": name, "version": version, "status": "registered", "input_dim": model.input_dim,
+                "operation_id": operation.id if operation else None}
+
+    async def write_upload(self, name: str, version: str, body: Mapping[str, Any]) -> None:
+        folder = version_dir(self.repository, name, version)
+        if folder.exists():
+            raise ApiError(409, "version_exists", f"{name}@{version} already exists",
+                           {"model": name, "version": version})
+        encoded = body.get("model_base64")
+        if not isinstance(encoded, str) or len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
+            raise ApiError(413, "model_too_large", f"model_base64 must be a string of at most {MAX_UPLOAD_BYTES} bytes",
+                           {"limit_bytes": MAX_UPLOAD_BYTES})
+        try:
+            content = base64.b64decode(encoded, validate=True)
+            metadata = parse_metadata(yaml.safe_dump(body.get("metadata")))
+        except (binascii.Error, ValueError, MetadataError) as exc:
+            raise ApiError(422, "invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
+        await trio.to_thread.run_sync(write_model_version, self.repository, name, version, content, metadata)
+
+    async def deregister(self, name: str, version: str) -> dict[str, Any]:
+        key = (name, version)
+        plan = self.handle.view.plans.get(name)
+        serving = (plan is not None and plan.share(version) > 0) or (
+            plan is None and self.cache.view.active.get(name) == version)
+        if serving or self.handle.inflight.count(key) or (plan is not None and version in plan.versions()):
+            raise ApiError(409, "version_serving", f"{name}@{version} serves traffic; switch away from it first",
+                           {"model": name, "version": version, "in_flight": self.handle.inflight.count(key)})
+        catalog = list_repository(self.repository)
+        if version not in catalog.get(name, ()):
+            raise not_found("version_not_found", f"model {name!r} has no version {version!r}",
+                            model=name, version=version)
+        state = self.handle.view.state
+        record = state.record(name)
+        self.publish(state.with_record(name, attrs.evolve(record, deregistered=record.deregistered | {version})))
+        await self.cache.unload(name, version)
+        log.info("deregistered %s@%s", name, version)
+        return {"name": name, "version": version, "status": "deregistered"}
+
+
+def _remove_version(folder: Path) -> None:
+    for child in folder.iterdir():
+        child.unlink()
+    folder.rmdir()
+
+
+async def _persist(manager: _Manager, path: Path) -> None:
+    """Write the state after changes, coalescing bursts into one write."""
+    while True:
+        await manager.dirty.wait()
+        manager.dirty = trio.Event()
+        text = registry_store.encode(manager.handle.view.state)
+        try:
+            await trio.to_thread.run_sync(registry_store.save, path, text)
+        except OSError as exc:
+            log.error("could not save registry state to %s: %s", path, exc)
+
+
+async def run(
+    handle: Transitions,
+    commands: trio.MemoryReceiveChannel[Command],
+    cache: ModelCache,
+    health: HealthMonitor,
+    feed: SwitchFeed,
+    metrics: Metrics,
+    *,
+    repository: Path,
+    state_path: Path,
+    thresholds: Callable[[str], ModelThreshold | None],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Restore state, resume running operations, then serve commands until cancelled."""
+    state = await trio.to_thread.run_sync(registry_store.load, state_path)
+    async with commands, trio.open_nursery() as nursery:
+        manager = _Manager(handle, cache, health, feed, metrics, repository, thresholds, nursery)
+        manager.publish(state)
+        manager.dirty = trio.Event()
+        for plan in handle.view.plans.values():
+            cache.preload((plan.model,))
+        for op in state.operations.values():
+            if not op.is_terminal:
+                log.info("resuming switch %s (%s %s -> %s, %s)", op.id, op.model, op.from_version, op.to_version,
+                         op.state)
+                nursery.start_soon(manager.run_operation, op.id)
+        nursery.start_soon(_persist, manager, state_path)
+        task_status.started()
+        try:
+            async for command in commands:
+                try:
+                    result = await command.apply(manager), None
+                except ApiError as error:
+                    result = None, error
+                try:
+                    command.reply.send_nowait(result)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+                    log.debug("a transition command's caller left before its answer")
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await trio.to_thread.run_sync(registry_store.save, state_path,
+                                              registry_store.encode(handle.view.state))
