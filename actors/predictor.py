@@ -294,9 +294,14 @@ class Predictor:
                                         model.metadata.labels, operation_id))
 
     def note_symbol(self, request: PredictRequest, model: LoadedModel) -> None:
-        if request.symbol is not None:
-            self.feed.recent.note(SymbolRoute(request.symbol, request.asset_class, request.horizon_ms,
-                                              request.model_name, f"{model.name}@{model.version}"))
+        """Remember the symbol for switch events; what serves it comes from routing state."""
+        symbol = request.symbol
+        if symbol is None or self.feed.recent.touch(symbol, request.asset_class, request.horizon_ms,
+                                                    request.model_name):
+            return
+        route = SymbolRoute(symbol, request.asset_class, request.horizon_ms, request.model_name,
+                            f"{model.name}@{model.version}")
+        self.feed.recent.note(attrs.evolve(route, served=self.serving_for(route) or route.served))
 
     async def answer(self, request: PredictRequest, selection: Selection | None, started: float,
                      skip: frozenset[tuple[str, str]] = frozenset()) -> dict[str, Any]:

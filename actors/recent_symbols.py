@@ -41,6 +41,21 @@ class RecentSymbols:
             routes.popitem(last=False)
         routes[route.symbol] = route
 
+    def touch(self, symbol: str, asset_class: str | None, horizon_ms: float | None,
+              model_name: str | None) -> bool:
+        """Bump a known symbol routed the same way; False when it is new or its inputs changed.
+
+        ``served`` is deliberately left alone: it is what routing state says serves the
+        symbol, updated only when the feed announces a switch, never by one request that
+        happened to be answered by a retry.
+        """
+        route = self.routes.get(symbol)
+        if route is None or (route.asset_class, route.horizon_ms, route.model_name) != (
+                asset_class, horizon_ms, model_name):
+            return False
+        self.routes.move_to_end(symbol)
+        return True
+
     def __iter__(self) -> Iterator[SymbolRoute]:
         return iter(list(self.routes.values()))
 

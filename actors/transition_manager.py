@@ -125,6 +125,19 @@ class Transitions:
     commands: trio.MemorySendChannel[Command]
     inflight: InFlight
     view: TrafficView = attrs.field(factory=TrafficView)
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def published(self, view: TrafficView) -> None:
+        """Actor only: rebind the view and wake whoever waits for a change."""
+        self.view = view
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[TrafficView], bool]) -> TrafficView:
+        """Wait (event-driven) until ``predicate(view)`` holds; for tests and tooling."""
+        while not predicate(self.view):
+            await self._changed.wait()
+        return self.view
 
     def plan(self, name: str) -> TrafficPlan | None:
         return self.view.plans.get(name)
@@ -212,7 +225,7 @@ class _Manager:
     def publish(self, state: RegistryState, *, draining: Mapping[ModelKey, float] | None = None) -> None:
         plans = {name: r.plan for name, r in state.models.items() if r.plan is not None}
         old = self.handle.view
-        self.handle.view = TrafficView(plans, state, old.draining if draining is None else draining)
+        self.handle.published(TrafficView(plans, state, old.draining if draining is None else draining))
         for plan in plans.values():
             for version in {plan.stable, *(plan.versions())}:
                 self.metrics.traffic_share.labels(model=plan.model, version=version).set(plan.share(version))
