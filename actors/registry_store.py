@@ -102,22 +102,25 @@ def save(path: Path, text: str) -> None:
     """Blocking: write ``text`` atomically (run in a worker thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load(path: Path) -> RegistryState:
     """The saved state, or an empty one; a corrupt file is set aside (``.corrupt``) and logged."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
+        return decode(text)
     except FileNotFoundError:
         return RegistryState()
-    try:
-        return decode(text)
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         aside = path.with_suffix(path.suffix + ".corrupt")
         os.replace(path, aside)
         log.error("registry state %s unreadable (%s); moved to %s, starting fresh", path, exc, aside)

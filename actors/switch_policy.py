@@ -398,14 +398,6 @@ def fail(op: Operation, now: float, reason: str) -> Operation:
     return _end(op, now, "failed", reason, 0)
 
 
-def deadline_passed(op: Operation, now: float) -> bool:
-    """A non-terminal operation older than ``max_transition_s`` (stuck loading, or ran too long).
-
-    This also bounds A/B tests: an unattended split does not linger forever.
-    """
-    return not op.is_terminal and now - op.created_at > op.params.max_transition_s
-
-
 # --------------------------------------------------------------------------- traffic plans
 
 

@@ -534,20 +534,20 @@ async def run(
 ) -> None:
     """Restore state, resume running operations, then serve commands until cancelled."""
     state = await trio.to_thread.run_sync(registry_store.load, state_path)
-    async with commands, trio.open_nursery() as nursery:
-        manager = _Manager(handle, cache, health, feed, metrics, repository, thresholds, nursery)
-        manager.publish(state)
-        manager.dirty = trio.Event()
-        for plan in handle.view.plans.values():
-            cache.preload((plan.model,))
-        for op in state.operations.values():
-            if not op.is_terminal:
-                log.info("resuming switch %s (%s %s -> %s, %s)", op.id, op.model, op.from_version, op.to_version,
-                         op.state)
-                nursery.start_soon(manager.run_operation, op.id)
-        nursery.start_soon(_persist, manager, state_path)
-        task_status.started()
-        try:
+    try:
+        async with commands, trio.open_nursery() as nursery:
+            manager = _Manager(handle, cache, health, feed, metrics, repository, thresholds, nursery)
+            manager.publish(state)
+            manager.dirty = trio.Event()
+            for plan in handle.view.plans.values():
+                cache.preload((plan.model,))
+            for op in state.operations.values():
+                if not op.is_terminal:
+                    log.info("resuming switch %s (%s %s -> %s, %s)", op.id, op.model, op.from_version,
+                             op.to_version, op.state)
+                    nursery.start_soon(manager.run_operation, op.id)
+            nursery.start_soon(_persist, manager, state_path)
+            task_status.started()
             async for command in commands:
                 try:
                     result = await command.apply(manager), None
@@ -557,7 +557,8 @@ async def run(
                     command.reply.send_nowait(result)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
                     log.debug("a transition command's caller left before its answer")
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await trio.to_thread.run_sync(registry_store.save, state_path,
-                                              registry_store.encode(handle.view.state))
+    finally:
+        # Outside the nursery: the background writer has finished (its thread is not
+        # abandoned on cancel), so this final save is the only writer and the newest state wins.
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await trio.to_thread.run_sync(registry_store.save, state_path, registry_store.encode(handle.view.state))

@@ -18,7 +18,6 @@ from actors.switch_policy import (
     abort,
     advance,
     begin,
-    deadline_passed,
     fail,
     new_operation,
     newest_version,
@@ -358,7 +357,6 @@ def test_terminal_operations_are_inert() -> None:
         assert rollback(op, 999.0, "y") is op
         assert promote(op, 999.0) is op
         assert fail(op, 999.0, "y") is op
-        assert not deadline_passed(op, 10**9)
 
 
 def test_log_is_bounded_to_last_50() -> None:
@@ -369,14 +367,6 @@ def test_log_is_bounded_to_last_50() -> None:
     assert len(op.log) == 50
     assert op.log[-1]["at"] == 319.0
     assert op.log[0]["at"] == 270.0
-
-
-def test_deadline_passed() -> None:
-    """Non-terminal operations older than max_transition_s have passed their deadline."""
-    op = _started("canary", max_transition_s=60.0)
-    assert not deadline_passed(op, 160.0)
-    assert deadline_passed(op, 160.5)
-    assert deadline_passed(_op("gradual", max_transition_s=60.0), 161.0)
 
 
 # --------------------------------------------------------------------------- persistence
