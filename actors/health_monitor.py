@@ -36,11 +36,11 @@ from actors.health_stats import (
     welch_t_test,
 )
 from actors.metrics import Metrics
+from actors.model_cache import ModelKey
 from actors.switch_policy import Verdict
 
 log = logging.getLogger("model_router.health")
 
-ModelKey = tuple[str, str]
 FEEDBACK_INDEX_LIMIT = 100_000
 
 

@@ -39,7 +39,7 @@ from actors import registry_store
 from actors.errors import ApiError, bad_request, not_found
 from actors.health_monitor import HealthMonitor
 from actors.metrics import Metrics
-from actors.model_cache import ModelCache
+from actors.model_cache import ModelCache, ModelKey
 from actors.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
 from actors.registry_store import RegistryState
 from actors.rules import ModelThreshold
@@ -60,7 +60,6 @@ from actors.switch_policy import (
 
 log = logging.getLogger("model_router.transitions")
 
-ModelKey = tuple[str, str]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}$")
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
