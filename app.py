@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -260,7 +261,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
 async def _serve_http(service: Service, done: trio.Event,
                       *, task_status: trio.TaskStatus[list[str]]) -> None:
     try:
-        await hypercorn_serve(create_app(service), hypercorn_config(service.options),
+        await hypercorn_serve(HotPath(create_app(service), service), hypercorn_config(service.options),
                               shutdown_trigger=service.stop.wait, task_status=task_status)
     finally:
         done.set()
@@ -406,6 +407,94 @@ def describe_model(service: Service, name: str, catalog: dict[str, tuple[str, ..
 
 async def _catalog(service: Service) -> dict[str, tuple[str, ...]]:
     return await trio.to_thread.run_sync(list_repository, service.repository)
+
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class HotPath:
+    """A lean ASGI route for ``POST /predict`` and ``POST /predict/batch``; Quart serves the rest.
+
+    Quart's request and context machinery costs several times what a prediction does, and
+    these two endpoints need none of it: this reads the body (bounded), runs the predictor
+    and writes the JSON answer straight through ASGI. Errors keep the service's one shape,
+    ``{"error": {code, message, details}}``, and are logged as in Quart's handlers.
+    """
+
+    def __init__(self, app: QuartTrio, service: Service) -> None:
+        self.app = app
+        self.service = service
+        self.max_batch = service.router.config.settings.max_batch_items
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        path = scope.get("path")
+        if scope["type"] == "http" and scope["method"] == "POST" and path in ("/predict", "/predict/batch"):
+            await self.predict(path, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def predict(self, path: str, receive: Callable[[], Awaitable[dict[str, Any]]],
+                      send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        headers = JSON_HEADERS
+        try:
+            body = await _read_body(receive)
+            if path == "/predict":
+                answer = await self.service.predictor.predict_one(body)
+            else:
+                answer = await self.service.predictor.predict_batch(body, self.max_batch)
+            status, payload = 200, orjson.dumps(answer)
+        except ApiError as error:
+            level = logging.WARNING if error.status >= 500 else logging.INFO
+            log.log(level, "POST %s -> %s", path, error)
+            status, payload = error.status, json.dumps(error.to_body()).encode()
+            if error.status == 413:
+                headers = [*JSON_HEADERS, (b"connection", b"close")]
+        except Exception as exc:
+            log.exception("unhandled error on POST %s", path)
+            failure = ApiError(500, "internal_error", "internal error; see the service log",
+                               {"type": type(exc).__name__})
+            status, payload = 500, json.dumps(failure.to_body()).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> Any:
+    """The request body as JSON: bounded by MAX_BODY_BYTES, NaN/Infinity refused."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise bad_request("client disconnected before sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, "payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes",
+                           {"limit_bytes": MAX_BODY_BYTES})
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return parse_json(b"".join(chunks))
+
+
+def parse_json(data: bytes) -> Any:
+    """orjson for speed; the stdlib parser for what orjson refuses, to phrase the error exactly.
+
+    Numbers beyond float range (``1e999``) parse to infinity there and are then refused by
+    feature validation with a 422 naming the feature; NaN/Infinity tokens get a 422 here.
+    """
+    if not data:
+        raise bad_request("request body must be JSON")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"malformed JSON: {exc}") from exc
 
 
 def create_app(service: Service) -> QuartTrio:

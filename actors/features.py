@@ -59,6 +59,32 @@ def _values_for(name: str, value: Any, window: int) -> Sequence[float]:
     return [_check_number(name, item, i) for i, item in enumerate(value)]
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _quick_values(features: Any, names: Sequence[str], window: int) -> list[float] | None:
+    """The flat input values when everything is well-formed, else None (the caller explains why)."""
+    if type(features) is not dict or len(features) != len(names):
+        return None
+    try:
+        if window == 1:
+            values = [features[name] for name in names]
+        else:
+            values = []
+            for name in names:
+                series = features[name]
+                if type(series) is not list or len(series) != window:
+                    return None
+                values.extend(series)
+    except KeyError:
+        return None
+    number_types = _NUMBER_TYPES
+    for value in values:
+        if type(value) not in number_types:
+            return None
+    return values
+
+
 def feature_row(
     features: Any, names: Sequence[str], window: int, out: np.ndarray | None = None
 ) -> np.ndarray:
@@ -66,8 +92,24 @@ def feature_row(
 
     Raises :class:`ApiError` (422) naming the offending feature. When ``out`` is given
     (a float32 view of length ``len(names) * window``) the row is written into it, which
-    lets batch callers fill one preallocated matrix.
+    lets batch callers fill one preallocated matrix. Well-formed input takes a vectorised
+    path; anything else goes through the per-feature checks that name the problem.
     """
+    values = _quick_values(features, names, window)
+    if values is not None:
+        try:
+            wide = np.array(values, dtype=np.float64)
+        except OverflowError:
+            wide = None
+        if wide is not None and np.isfinite(wide).all() and float(np.abs(wide).max()) <= FLOAT32_MAX:
+            if out is None:
+                return wide.astype(np.float32)
+            out[:] = wide
+            return out
+    return _checked_row(features, names, window, out)
+
+
+def _checked_row(features: Any, names: Sequence[str], window: int, out: np.ndarray | None) -> np.ndarray:
     if not isinstance(features, Mapping):
         raise unprocessable("'features' must be an object of name -> number or list of numbers")
     unknown = sorted(set(features) - set(names))

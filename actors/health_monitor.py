@@ -46,16 +46,20 @@ FEEDBACK_INDEX_LIMIT = 100_000
 
 @attrs.frozen
 class Observation:
-    """One model call: who answered, how long it took, whether it worked."""
+    """One model call: who answered, how long it took, whether it worked.
+
+    A batched call is one observation of ``count`` predictions; ``predicted`` holds the
+    (correlation id, label) of each so feedback can find them.
+    """
 
     name: str
     version: str
     latency_s: float
     ok: bool
-    correlation_id: str | None = None
-    label: str | None = None
+    predicted: tuple[tuple[str, str], ...] = ()
     labels: tuple[str, ...] = ()
     operation_id: str | None = None
+    count: int = 1
 
 
 @attrs.frozen(eq=False)
@@ -203,18 +207,19 @@ class HealthMonitor:
         window = self.windows.get(key)
         if window is None:
             window = self.windows[key] = SlidingWindow(self.window_settings)
-        window.record(time.monotonic(), observation.latency_s, observation.ok)
+        window.record(time.monotonic(), observation.latency_s, observation.ok, observation.count)
         if observation.operation_id is not None:
             arm = self.arms.setdefault((observation.operation_id, observation.version), ArmStats())
-            arm.requests += 1
-            arm.errors += 0 if observation.ok else 1
+            arm.requests += observation.count
+            arm.errors += 0 if observation.ok else observation.count
             arm.latency_ms = arm.latency_ms.add(observation.latency_s * 1000)
-        if observation.ok and observation.correlation_id and observation.label:
+        if observation.ok and observation.predicted:
             index = self.feedback_index
-            index[observation.correlation_id] = (observation.name, observation.version, observation.label,
-                                                 observation.labels, observation.operation_id)
-            index.move_to_end(observation.correlation_id)
-            if len(index) > FEEDBACK_INDEX_LIMIT:
+            for correlation_id, label in observation.predicted:
+                index[correlation_id] = (observation.name, observation.version, label,
+                                         observation.labels, observation.operation_id)
+                index.move_to_end(correlation_id)
+            while len(index) > FEEDBACK_INDEX_LIMIT:
                 index.popitem(last=False)
 
     def take_feedback(self, command: FeedbackCommand) -> dict[str, Any]:

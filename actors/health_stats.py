@@ -116,14 +116,14 @@ class SlidingWindow:
             bucket.latencies = []
         return bucket
 
-    def record(self, now: float, latency_s: float, ok: bool) -> None:
-        """Count one request with its latency and whether it succeeded."""
+    def record(self, now: float, latency_s: float, ok: bool, count: int = 1) -> None:
+        """Count ``count`` requests answered by one call, with its latency and whether it succeeded."""
         bucket = self._bucket_for(now)
         if bucket is None:
             return
-        bucket.count += 1
+        bucket.count += count
         if not ok:
-            bucket.errors += 1
+            bucket.errors += count
         if not math.isfinite(latency_s) or latency_s < 0:
             return
         bucket.latency_seen += 1

@@ -16,9 +16,9 @@ circuit breakers, and symbols are noted for switch events.
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +66,8 @@ def _optional_str(body: Mapping[str, Any], key: str, limit: int) -> str | None:
     value = body.get(key)
     if value is None:
         return None
+    if type(value) is str and 0 < len(value) <= limit:
+        return value
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise bad_request(f"{key!r} must be a string", field=key)
     text = str(value)
@@ -78,7 +80,7 @@ def parse_request(body: Any) -> PredictRequest:
     """Check a request object's shape (not its features: those depend on the model)."""
     if not isinstance(body, Mapping):
         raise bad_request("request body must be a JSON object")
-    unknown = sorted(set(body) - REQUEST_KEYS)
+    unknown = () if body.keys() <= REQUEST_KEYS else sorted(set(body) - REQUEST_KEYS)
     if unknown:
         raise bad_request(f"unknown field(s): {', '.join(unknown)}", unknown=unknown,
                           allowed=sorted(REQUEST_KEYS))
@@ -88,7 +90,7 @@ def parse_request(body: Any) -> PredictRequest:
     version = _optional_str(body, "model_version", 32)
     if version == "latest":
         version = None
-    correlation_id = _optional_str(body, "correlation_id", MAX_ID_LENGTH) or uuid.uuid4().hex
+    correlation_id = _optional_str(body, "correlation_id", MAX_ID_LENGTH) or os.urandom(16).hex()
     symbol = _optional_str(body, "symbol", MAX_NAME_LENGTH)
     if model_name is not None:
         return PredictRequest(body["features"], correlation_id, model_name, version,
@@ -154,6 +156,10 @@ class Predictor:
     feed: SwitchFeed
     seen_routes: dict[tuple[str, int], int] = attrs.field(factory=dict)
     last_slow_log: float = 0.0
+    counters: MetricChildren = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.counters = MetricChildren(self.metrics)
 
     # -- routing --------------------------------------------------------------------------
 
@@ -166,8 +172,7 @@ class Predictor:
         settings = self.router.config.settings
         if elapsed_us > settings.max_latency_us and settings.performance_logging:
             self.log_slow_route(request, elapsed_us, settings.max_latency_us)
-        rule = "default" if selection.rule_index is None else str(selection.rule_index)
-        self.metrics.rule_matches.labels(rule_index=rule, model=selection.model).inc()
+        self.counters.rule(selection).inc()
         self.note_active_model(request, selection)
         return selection
 
@@ -274,12 +279,12 @@ class Predictor:
         try:
             probabilities = model.predict(rows)
         except Exception as exc:
-            self.metrics.inference_requests.labels(model_name=model.name, status="error").inc(len(rows))
+            self.counters.inference(model.name, ok=False).inc(len(rows))
             raise ApiError(503, "inference_failed", f"{model.name}@{model.version} failed: {exc}",
                            {"model": model.name, "version": model.version}) from exc
         finally:
             self.transitions.inflight.exit(key)
-        self.metrics.inference_latency_s.labels(model_name=model.name).observe(time.perf_counter() - started)
+        self.counters.latency(model.name).observe(time.perf_counter() - started)
         return probabilities
 
     def record(self, request: PredictRequest, model: LoadedModel, latency_s: float, ok: bool,
@@ -289,9 +294,10 @@ class Predictor:
             self.health.breakers.success(key)
         else:
             self.health.breakers.failure(key)
-        self.metrics.inference_requests.labels(model_name=model.name, status="ok" if ok else "error").inc()
-        self.health.observe(Observation(model.name, model.version, latency_s, ok, request.correlation_id, label,
-                                        model.metadata.labels, operation_id))
+        self.counters.inference(model.name, ok=ok).inc()
+        predicted = ((request.correlation_id, label),) if ok and label is not None else ()
+        self.health.observe(Observation(model.name, model.version, latency_s, ok, predicted, model.metadata.labels,
+                                        operation_id))
 
     def note_symbol(self, request: PredictRequest, model: LoadedModel) -> None:
         """Remember the symbol for switch events; what serves it comes from routing state."""
@@ -377,53 +383,45 @@ class Predictor:
 
     # -- batches --------------------------------------------------------------------------
 
-    async def prepare(self, index: int, item: Any) -> Pending:
-        """Resolve a batch item to its first usable model (load, breaker, input shape)."""
-        request = parse_request(item)
-        selection = self.route(request) if request.model_name is None else None
+    def quick_model(self, request: PredictRequest, selection: Selection | None) -> LoadedModel | None:
+        """The first attempt's model when it is loaded and its breaker is closed; else None.
+
+        Same choice as ``attempts(...)[0]`` without building the chain.
+        """
+        name = request.model_name or (selection.model if selection is not None else "")
+        version = request.model_version
+        if version is None:
+            plan = self.transitions.plan(name)
+            if plan is not None:
+                version = plan.pick(request.symbol or request.correlation_id)
+        model = self.cache.lookup(name, version)
+        if model is None or self.health.breakers.is_open((model.name, model.version)):
+            return None
+        return model
+
+    async def first_usable(self, request: PredictRequest,
+                           selection: Selection | None) -> tuple[LoadedModel, str | None]:
+        """Slow path for a batch item: load what is missing, skip open breakers, fall back."""
         chain = self.attempts(request, selection)
         for position, attempt in enumerate(chain):
+            last = position == len(chain) - 1
             try:
                 model = await self.load(attempt)
             except ApiError as error:
-                if error.status != 503 or position == len(chain) - 1:
+                if error.status != 503 or last:
                     raise
                 continue
-            if self.health.breakers.is_open((model.name, model.version)) and position < len(chain) - 1:
+            if self.health.breakers.is_open((model.name, model.version)) and not last:
                 continue
-            row = feature_row(request.features, model.metadata.features, model.metadata.window)
-            fallback_from = chain[0].name if attempt.name != chain[0].name else None
-            return Pending(index, request, selection, Resolved(model, selection, fallback_from), row,
-                           self.operation_of(model))
+            return model, (chain[0].name if attempt.name != chain[0].name else None)
         raise ApiError(503, "model_unavailable", "no model could take this request", {})
 
-    async def run_group(self, members: list[Pending], results: list[dict[str, Any] | None],
-                        started: float) -> None:
-        """One interpreter call for the group; failed rows retry one by one on the next model."""
-        model = members[0].resolved.model
-        call_started = time.perf_counter()
-        try:
-            probabilities = self.run_model(model, np.stack([m.row for m in members]))
-            finite = np.isfinite(probabilities).all(axis=1)
-        except ApiError:
-            probabilities, finite = None, np.zeros(len(members), dtype=bool)
-        latency_s = (time.perf_counter() - call_started) / len(members)
-        for position, member in enumerate(members):
-            if probabilities is not None and finite[position]:
-                prediction = shape_prediction(probabilities[position], model.metadata.labels)
-                self.record(member.request, model, latency_s, True, prediction["signal"], member.operation_id)
-                self.note_symbol(member.request, model)
-                results[member.index] = self.respond(member.request, member.resolved, prediction, started)
-                continue
-            self.record(member.request, model, latency_s, False, None, member.operation_id)
-            try:
-                results[member.index] = await self.answer(member.request, member.selection, started,
-                                                          skip=frozenset({(model.name, model.version)}))
-            except ApiError as error:
-                results[member.index] = {"index": member.index, **error.to_body(), "status": error.status}
-
     async def predict_batch(self, body: Any, max_items: int) -> dict[str, Any]:
-        """Per-item answers in order; items for the same model version run as one call."""
+        """Per-item answers in order; items for the same model version run as one call.
+
+        Per-item work is only what differs per item (shape checks, routing, the input row,
+        the answer); metrics and health observations are updated once per batch or group.
+        """
         started = time.perf_counter()
         items = body.get("requests") if isinstance(body, Mapping) else None
         if not isinstance(items, list) or not items:
@@ -432,16 +430,32 @@ class Predictor:
             raise ApiError(413, "batch_too_large", f"at most {max_items} requests per batch",
                            {"limit": max_items, "got": len(items)})
         results: list[dict[str, Any] | None] = [None] * len(items)
-        groups: dict[tuple[str, str], list[Pending]] = defaultdict(list)
+        groups: dict[tuple[str, str], Group] = {}
+        routed: Counter[Selection] = Counter()
+        select = self.router.select
         for index, item in enumerate(items):
             try:
-                pending = await self.prepare(index, item)
+                request = parse_request(item)
+                selection = None
+                if request.model_name is None:
+                    selection = select(request.asset_class or "", request.horizon_ms or 0.0, request.symbol)
+                    routed[selection] += 1
+                model = self.quick_model(request, selection)
+                fallback_from = None
+                if model is None:
+                    model, fallback_from = await self.first_usable(request, selection)
+                meta = model.metadata
+                row = feature_row(request.features, meta.features, meta.window)
             except ApiError as error:
                 results[index] = {"index": index, **error.to_body(), "status": error.status}
                 continue
-            groups[(pending.resolved.model.name, pending.resolved.model.version)].append(pending)
-        for members in groups.values():
-            await self.run_group(members, results, started)
+            group = groups.get((model.name, model.version))
+            if group is None:
+                group = groups[(model.name, model.version)] = Group(model, self.operation_of(model))
+            group.add(index, request, selection, row, fallback_from)
+        self.count_routes(routed, started)
+        for group in groups.values():
+            await self.run_group(group, results, started)
         failed = sum(1 for r in results if r is not None and "error" in r)
         return {
             "predictions": results,
@@ -449,6 +463,128 @@ class Predictor:
             "failed": failed,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
+
+    def count_routes(self, routed: Counter[Selection], started: float) -> None:
+        for selection, count in routed.items():
+            self.counters.rule(selection).inc(count)
+
+    async def run_group(self, group: Group, results: list[dict[str, Any] | None], started: float) -> None:
+        """One interpreter call for the group; rows that fail are retried one by one on the next model."""
+        model = group.model
+        key = (model.name, model.version)
+        call_started = time.perf_counter()
+        try:
+            probabilities = self.run_model(model, np.asarray(group.rows, dtype=np.float32))
+            finite = np.isfinite(probabilities).all(axis=1).tolist()
+        except ApiError:
+            probabilities, finite = None, [False] * len(group.indexes)
+        latency_s = time.perf_counter() - call_started
+        answered: list[tuple[str, str]] = []
+        retry: list[int] = []
+        if probabilities is not None:
+            best = probabilities.argmax(axis=1).tolist()
+            rounded = np.round(probabilities.astype(np.float64), 6).tolist()
+            labels = model.metadata.labels
+            model_body = {"name": model.name, "version": model.version}
+            config_hash = self.router.config.config_hash
+            latency_ms = round((time.perf_counter() - started) * 1000, 3)
+            for position, index in enumerate(group.indexes):
+                if not finite[position]:
+                    retry.append(position)
+                    continue
+                request = group.requests[position]
+                row = rounded[position]
+                label = labels[best[position]]
+                selection = group.selections[position]
+                answer: dict[str, Any] = {
+                    "prediction": {"signal": label, "confidence": row[best[position]],
+                                   "probabilities": dict(zip(labels, row, strict=True))},
+                    "model": model_body,
+                    "rule_index": selection.rule_index if selection is not None else None,
+                    "correlation_id": request.correlation_id,
+                    "config_hash": config_hash,
+                    "latency_ms": latency_ms,
+                }
+                if request.symbol is not None:
+                    answer["symbol"] = request.symbol
+                    self.note_symbol(request, model)
+                if group.fallbacks[position] is not None:
+                    answer["fallback_from"] = group.fallbacks[position]
+                results[index] = answer
+                answered.append((request.correlation_id, label))
+        else:
+            retry = list(range(len(group.indexes)))
+        if answered:
+            self.health.breakers.success(key)
+            self.counters.inference(model.name, ok=True).inc(len(answered))
+            self.health.observe(Observation(model.name, model.version, latency_s / len(group.indexes), True,
+                                            tuple(answered), model.metadata.labels, group.operation_id,
+                                            len(answered)))
+        if retry:
+            self.counters.inference(model.name, ok=False).inc(len(retry))
+            self.health.observe(Observation(model.name, model.version, latency_s / len(group.indexes), False,
+                                            (), model.metadata.labels, group.operation_id, len(retry)))
+            for position in retry:
+                self.health.breakers.failure(key)
+                index = group.indexes[position]
+                try:
+                    results[index] = await self.answer(group.requests[position], group.selections[position],
+                                                       started, skip=frozenset({key}))
+                except ApiError as error:
+                    results[index] = {"index": index, **error.to_body(), "status": error.status}
+
+
+@attrs.define
+class Group:
+    """Batch items that run on one model version in one interpreter call."""
+
+    model: LoadedModel
+    operation_id: str | None
+    indexes: list[int] = attrs.field(factory=list)
+    requests: list[PredictRequest] = attrs.field(factory=list)
+    selections: list[Selection | None] = attrs.field(factory=list)
+    rows: list[np.ndarray] = attrs.field(factory=list)
+    fallbacks: list[str | None] = attrs.field(factory=list)
+
+    def add(self, index: int, request: PredictRequest, selection: Selection | None, row: np.ndarray,
+            fallback_from: str | None) -> None:
+        self.indexes.append(index)
+        self.requests.append(request)
+        self.selections.append(selection)
+        self.rows.append(row)
+        self.fallbacks.append(fallback_from)
+
+
+@attrs.define
+class MetricChildren:
+    """Labelled metric children, looked up once: ``labels()`` costs more than the increment."""
+
+    metrics: Metrics
+    rules: dict[Selection, Any] = attrs.field(factory=dict)
+    inferences: dict[tuple[str, bool], Any] = attrs.field(factory=dict)
+    latencies: dict[str, Any] = attrs.field(factory=dict)
+
+    def rule(self, selection: Selection) -> Any:
+        child = self.rules.get(selection)
+        if child is None:
+            if len(self.rules) > 4096:
+                self.rules.clear()
+            rule = "default" if selection.rule_index is None else str(selection.rule_index)
+            child = self.rules[selection] = self.metrics.rule_matches.labels(rule_index=rule, model=selection.model)
+        return child
+
+    def inference(self, model_name: str, *, ok: bool) -> Any:
+        child = self.inferences.get((model_name, ok))
+        if child is None:
+            child = self.inferences[(model_name, ok)] = self.metrics.inference_requests.labels(
+                model_name=model_name, status="ok" if ok else "error")
+        return child
+
+    def latency(self, model_name: str) -> Any:
+        child = self.latencies.get(model_name)
+        if child is None:
+            child = self.latencies[model_name] = self.metrics.inference_latency_s.labels(model_name=model_name)
+        return child
 
 
 def non_finite(model: LoadedModel) -> ApiError:

@@ -173,7 +173,8 @@ async def running_monitor(capacity: int = 64, alerts: AlertThresholds | None = N
 
 def _obs(cid: str | None = None, *, ok: bool = True, label: str | None = "BUY", version: str = "2",
          latency_s: float = 0.01, operation_id: str | None = None) -> Observation:
-    return Observation("fast", version, latency_s, ok, correlation_id=cid, label=label, labels=LABELS,
+    predicted = ((cid, label),) if cid is not None and label is not None else ()
+    return Observation("fast", version, latency_s, ok, predicted=predicted, labels=LABELS,
                        operation_id=operation_id)
 
 
