@@ -12,6 +12,7 @@ Run: ``python app.py --config conf/model_router_rules.yml --host 127.0.0.1 --por
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hmac
 import json
@@ -30,7 +31,7 @@ import orjson
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from quart import Response, request, websocket
+from quart import Response, has_request_context, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -283,6 +284,7 @@ def hypercorn_config(options: Options) -> HypercornConfig:
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = 75.0
     config.include_server_header = False
+    config.websocket_max_message_size = MAX_BODY_BYTES
     return config
 
 
@@ -301,6 +303,15 @@ async def json_body() -> Any:
         return json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise bad_request(f"malformed JSON: {exc}") from exc
+
+
+def current_path() -> str:
+    """The path being served, in an HTTP request or a WebSocket."""
+    if has_request_context():
+        return request.path
+    if has_websocket_context():
+        return websocket.path
+    return "?"
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -508,14 +519,14 @@ def create_app(service: Service) -> QuartTrio:
     @app.errorhandler(ApiError)
     async def on_api_error(error: ApiError) -> Response:
         level = logging.WARNING if error.status >= 500 else logging.INFO
-        log.log(level, "%s %s -> %s", request.method, request.path, error)
+        log.log(level, "%s -> %s", current_path(), error)
         return error_response(error)
 
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
         code = (error.name or "http_error").lower().replace(" ", "_")
         message = error.description or error.name or "HTTP error"
-        response = error_response(ApiError(error.code or 400, code, message, {"path": request.path}))
+        response = error_response(ApiError(error.code or 400, code, message, {"path": current_path()}))
         if error.code == 413:
             # The unread rest of the body makes this connection unusable: tell the client.
             response = error_response(ApiError(413, "payload_too_large",
@@ -526,7 +537,7 @@ def create_app(service: Service) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def on_unexpected(error: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s", current_path())
         return error_response(ApiError(500, "internal_error", "internal error; see the service log",
                                        {"type": type(error).__name__}))
 
@@ -655,6 +666,10 @@ def create_app(service: Service) -> QuartTrio:
     @app.websocket("/ws/switches")
     async def ws_switches() -> None:
         await stream_switches(service)
+
+    @app.websocket("/ws/predict")
+    async def ws_predict() -> None:
+        await stream_predictions(service)
 
     @app.get("/rules")
     async def rules() -> Response:
@@ -793,6 +808,66 @@ async def stream_switches(service: Service) -> None:
             await websocket.close(1013, "too slow: reconnect with ?since=<last id>")
     finally:
         service.feed.unsubscribe(subscription)
+
+
+WS_QUEUE = 32
+WS_WORKERS = 4
+
+
+async def stream_predictions(service: Service) -> None:
+    """``/ws/predict``: each message is one request, a list of requests, or ``{"requests": [...]}``.
+
+    One answer message per request message: ``{"type": "prediction", ...}`` (or
+    ``{"type": "error", "correlation_id", "error"}``) for a single request, and
+    ``{"type": "predictions", "predictions": [...]}`` for a list, each item carrying its
+    ``correlation_id``. Up to WS_WORKERS messages are answered concurrently, so answers
+    may come out of order (a model that must load first does not hold the others up).
+    At most WS_QUEUE messages wait; past that the socket is not read, and TCP pushes back
+    on the client. A bad message gets an error answer; the connection stays open.
+    """
+    await websocket.accept()
+    max_batch = service.router.config.settings.max_batch_items
+    inbound_send, inbound_recv = trio.open_memory_channel[bytes | str](WS_QUEUE)
+    outbound_send, outbound_recv = trio.open_memory_channel[bytes](WS_QUEUE)
+
+    async def read() -> None:
+        async with inbound_send:
+            while True:
+                await inbound_send.send(await websocket.receive())
+
+    async def answer_messages(messages: trio.MemoryReceiveChannel[bytes | str],
+                              out: trio.MemorySendChannel[bytes]) -> None:
+        async with messages, out:
+            async for raw in messages:
+                await out.send(orjson.dumps(await _answer_ws(service, raw, max_batch)))
+
+    async def write() -> None:
+        async with outbound_recv:
+            async for payload in outbound_recv:
+                await websocket.send(payload.decode())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        async with inbound_recv, outbound_send:
+            for _ in range(WS_WORKERS):
+                nursery.start_soon(answer_messages, inbound_recv.clone(), outbound_send.clone())
+        await read()
+
+
+async def _answer_ws(service: Service, raw: bytes | str, max_batch: int) -> dict[str, Any]:
+    try:
+        body = parse_json(raw.encode() if isinstance(raw, str) else raw)
+        if isinstance(body, list):
+            body = {"requests": body}
+        if isinstance(body, dict) and "requests" in body:
+            return {"type": "predictions", **await service.predictor.predict_batch(body, max_batch)}
+        return {"type": "prediction", **await service.predictor.predict_one(body)}
+    except ApiError as error:
+        correlation_id = None
+        with contextlib.suppress(orjson.JSONDecodeError):
+            candidate = orjson.loads(raw)
+            correlation_id = candidate.get("correlation_id") if isinstance(candidate, dict) else None
+        return {"type": "error", "correlation_id": correlation_id, **error.to_body(), "status": error.status}
 
 
 def _stream_id_key(stream_id: str) -> tuple[int, int]:

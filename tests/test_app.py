@@ -6,6 +6,7 @@ actor) and talks to it over HTTP with httpx.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -379,3 +380,41 @@ async def test_redis_down_never_breaks_predictions_or_reloads(config_path: Path,
                         break
         finally:
             subscriber.close()
+
+
+async def test_ws_predict_streams_answers_with_correlation_ids(config_path: Path) -> None:
+    from trio_websocket import open_websocket_url
+
+    async with running_app(config_path) as h:
+        await wait_ready(h)
+        url = h.url.replace("http://", "ws://") + "/ws/predict"
+        async with open_websocket_url(url) as ws:
+            await ws.send_message(json.dumps({"model_name": "fast", "features": fast_features(),
+                                              "correlation_id": "s1"}))
+            single = json.loads(await ws.get_message())
+            assert single["type"] == "prediction" and single["correlation_id"] == "s1"
+            assert single["model"] == {"name": "fast", "version": "1"}
+
+            batch = [{"asset_class": "crypto", "horizon_ms": 5, "features": fast_features(i / 10),
+                      "correlation_id": f"b{i}"} for i in range(5)]
+            await ws.send_message(json.dumps(batch))
+            answer = json.loads(await ws.get_message())
+            assert answer["type"] == "predictions" and answer["count"] == 5
+            assert [p["correlation_id"] for p in answer["predictions"]] == [f"b{i}" for i in range(5)]
+
+            await ws.send_message("{not json")
+            bad = json.loads(await ws.get_message())
+            assert bad["type"] == "error" and bad["error"]["code"] == "bad_request"
+            await ws.send_message(json.dumps({"model_name": "ghost", "features": {}, "correlation_id": "g"}))
+            missing = json.loads(await ws.get_message())
+            assert (missing["correlation_id"], missing["status"]) == ("g", 404)
+
+            # pipelined: many messages in flight, every answer comes back once with its id
+            for i in range(100):
+                await ws.send_message(json.dumps({"model_name": "fast", "features": fast_features(),
+                                                  "correlation_id": f"p{i}"}))
+            seen = set()
+            with trio.fail_after(10):
+                while len(seen) < 100:
+                    seen.add(json.loads(await ws.get_message())["correlation_id"])
+            assert seen == {f"p{i}" for i in range(100)}
