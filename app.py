@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +39,7 @@ from werkzeug.exceptions import HTTPException
 
 from actors import (
     config_watcher,
+    control_bus,
     health_monitor,
     model_cache,
     redis_bus,
@@ -46,6 +49,7 @@ from actors import (
 )
 from actors.breaker import BreakerSettings
 from actors.config_watcher import ConfigWatcher, ReloadCommand, read_config_text, resolve_repository
+from actors.control_bus import ControlBus
 from actors.errors import ApiError, bad_request, not_found
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor
 from actors.metrics import Metrics
@@ -80,6 +84,8 @@ class Options:
     handle_signals: bool = False
     access_log: bool = False
     state_file: Path | None = None
+    workers: int = 1
+    worker_index: int = 0
 
 
 @attrs.define
@@ -97,6 +103,7 @@ class Service:
     transitions: Transitions
     health: HealthMonitor
     feed: SwitchFeed
+    control: ControlBus
     started_at: float = attrs.field(factory=time.time)
     stop: trio.Event = attrs.field(factory=trio.Event)
 
@@ -215,13 +222,18 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         cache.preload((applied.settings.default_model,))
         feed.trigger("rules_reload", started_at=started_at)
 
+    control = ControlBus(outbox)
     async with trio.open_nursery() as nursery:
         actors = ActorGroup(nursery)
         if redis_url:
             redis_send, redis_recv = trio.open_memory_channel[RedisMessage](4096)
             outbox = RedisOutbox(redis_send, metrics, BusState())
+            control = ControlBus(outbox, enabled=options.workers > 1)
             await actors.start("redis_bus", partial(redis_bus.run, redis_url, redis_recv, metrics,
                                                     state=outbox.state))
+        elif options.workers > 1:
+            log.warning("%d workers without Redis: operator commands reach only the worker that takes them",
+                        options.workers)
         limits = cache_limits(config.settings.max_cached_models, config.settings.model_cache_mb)
         await actors.start("model_cache", partial(
             model_cache.run, repository, limits, metrics, cache, cache_recv,
@@ -234,14 +246,19 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         await actors.start("transition_manager", partial(
             transition_manager.run, transitions, transition_recv, cache, health, feed, metrics,
             repository=repository, state_path=state_path(options),
-            thresholds=lambda name: state.config.threshold_for(name)))
+            thresholds=lambda name: state.config.threshold_for(name),
+            on_auto_rollback=lambda op: control.publish("rollback_operation", operation_id=op.id,
+                                                        reason=op.reason or "rolled back")))
         update_send, update_recv = trio.open_memory_channel[ConfigUpdate](0)
         await actors.start("router", partial(router.run, state, update_recv, metrics))
         await actors.start("config_watcher", partial(
             config_watcher.run, watcher, command_recv, state, update_send, outbox, metrics,
             repository=repository, initial_text=text, on_applied=config_applied))
         service = Service(options, metrics, state, cache, watcher, outbox, predictor, repository,
-                          transitions, health, feed)
+                          transitions, health, feed, control)
+        if control.enabled and redis_url:
+            await actors.start("control_bus", partial(control_bus.run, control, redis_url,
+                                                      mirror_handlers(service)))
         if options.handle_signals:
             nursery.start_soon(_stop_on_signals, service.stop)
         http_done = trio.Event()
@@ -276,9 +293,63 @@ async def _stop_on_signals(stop: trio.Event) -> None:
             return
 
 
+def mirror_handlers(service: Service) -> dict[str, control_bus.Handler]:
+    """How a worker applies a command another worker took (see ``actors/control_bus.py``)."""
+    transitions = service.transitions
+
+    async def config_reload(args: dict[str, Any]) -> None:
+        await service.watcher.reload("control")
+
+    async def model_reload(args: dict[str, Any]) -> None:
+        result = await service.cache.reload(args["name"])
+        if result.model is not None:
+            await transitions.model_reloaded(args["name"], result.model.version)
+
+    async def switch(args: dict[str, Any]) -> None:
+        await transitions.switch(args["name"], args["body"], args["operation_id"])
+
+    async def abort(args: dict[str, Any]) -> None:
+        await transitions.abort(args["operation_id"])
+
+    async def promote(args: dict[str, Any]) -> None:
+        await transitions.promote(args["operation_id"])
+
+    async def rollback(args: dict[str, Any]) -> None:
+        await transitions.rollback(args["name"], args.get("version"), args["operation_id"])
+
+    async def rollback_operation(args: dict[str, Any]) -> None:
+        await transitions.rollback_operation(args["operation_id"], args.get("reason", "rolled back"))
+
+    async def register(args: dict[str, Any]) -> None:
+        await transitions.register({"name": args["name"], "version": args["version"]})
+
+    async def deregister(args: dict[str, Any]) -> None:
+        await transitions.deregister(args["name"], args["version"])
+
+    return {"config_reload": config_reload, "model_reload": model_reload, "switch": switch, "abort": abort,
+            "promote": promote, "rollback": rollback, "rollback_operation": rollback_operation,
+            "register": register, "deregister": deregister}
+
+
+def listening_socket(options: Options) -> socket.socket:
+    """Bound with SO_REUSEPORT so every worker process listens on the same port."""
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((options.host, options.port))
+    return sock
+
+
 def hypercorn_config(options: Options) -> HypercornConfig:
     config = HypercornConfig()
-    config.bind = [f"{options.host}:{options.port}"]
+    if options.workers > 1:
+        sock = listening_socket(options)
+        sock.set_inheritable(True)
+        config.bind = [f"fd://{sock.detach()}"]
+    else:
+        config.bind = [f"{options.host}:{options.port}"]
     config.accesslog = logging.getLogger("model_router.access") if options.access_log else None
     config.errorlog = logging.getLogger("model_router.http")
     config.graceful_timeout = 5.0
@@ -580,6 +651,7 @@ def create_app(service: Service) -> QuartTrio:
         assert result.model is not None
         log.info("model %s reloaded: version %s (was %s)", name, result.model.version,
                  result.previous_version)
+        service.control.publish("model_reload", name=name)
         operation = await service.transitions.model_reloaded(name, result.model.version)
         body = {"model": name, "version": result.model.version, "previous_version": result.previous_version,
                 "status": "reloaded"}
@@ -593,12 +665,16 @@ def create_app(service: Service) -> QuartTrio:
         body = await json_body()
         if not isinstance(body, dict):
             raise bad_request("body must be an object with name and version")
-        return json_response(await service.transitions.register(body), 201)
+        registered = await service.transitions.register(body)
+        service.control.publish("register", name=registered["name"], version=registered["version"])
+        return json_response(registered, 201)
 
     @app.delete("/models/<name>/versions/<version>")
     @admin
     async def deregister_model(name: str, version: str) -> Response:
-        return json_response(await service.transitions.deregister(name, version))
+        result = await service.transitions.deregister(name, version)
+        service.control.publish("deregister", name=name, version=version)
+        return json_response(result)
 
     @app.post("/models/<name>/switch")
     @admin
@@ -607,6 +683,7 @@ def create_app(service: Service) -> QuartTrio:
         if not isinstance(body, dict):
             raise bad_request("body must be an object: {version, strategy, ...}")
         operation = await service.transitions.switch(name, body)
+        service.control.publish("switch", name=name, body=body, operation_id=operation.id)
         return json_response({"operation_id": operation.id, "operation": operation.to_dict()}, 202)
 
     @app.post("/models/<name>/rollback")
@@ -616,6 +693,8 @@ def create_app(service: Service) -> QuartTrio:
         body = await _optional_body(data)
         version = body.get("version")
         operation = await service.transitions.rollback(name, None if version is None else str(version))
+        service.control.publish("rollback", name=name, version=None if version is None else str(version),
+                                operation_id=operation.id)
         return json_response({"operation_id": operation.id, "operation": operation.to_dict()}, 202)
 
     @app.get("/switches")
@@ -637,12 +716,16 @@ def create_app(service: Service) -> QuartTrio:
     @app.post("/switches/<operation_id>/abort")
     @admin
     async def switch_abort(operation_id: str) -> Response:
-        return json_response((await service.transitions.abort(operation_id)).to_dict())
+        operation = await service.transitions.abort(operation_id)
+        service.control.publish("abort", operation_id=operation_id)
+        return json_response(operation.to_dict())
 
     @app.post("/switches/<operation_id>/promote")
     @admin
     async def switch_promote(operation_id: str) -> Response:
-        return json_response((await service.transitions.promote(operation_id)).to_dict())
+        operation = await service.transitions.promote(operation_id)
+        service.control.publish("promote", operation_id=operation_id)
+        return json_response(operation.to_dict())
 
     @app.post("/feedback")
     async def feedback() -> Response:
@@ -697,6 +780,7 @@ def create_app(service: Service) -> QuartTrio:
     @admin
     async def config_reload() -> Response:
         event = await service.watcher.reload("api")
+        service.control.publish("config_reload")
         if event.success:
             return json_response({"status": "reloaded", "event": event.to_dict()})
         raise ApiError(422, "invalid_config", event.error or "reload failed",
@@ -724,6 +808,7 @@ def create_app(service: Service) -> QuartTrio:
             "models_loaded": sorted(f"{n}@{v}" for n, v in view.models),
             "config_hash": service.router.config.config_hash,
             "uptime_s": round(time.time() - service.started_at, 3),
+            "worker": service.options.worker_index, "pid": os.getpid(),
         })
 
     @app.get("/health/ready")
@@ -903,6 +988,9 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
                         help="overrides config.redis_url (env MODEL_ROUTER_REDIS_URL or REDIS_URL)")
     parser.add_argument("--state-file", default=environ.get("MODEL_ROUTER_STATE_FILE"),
                         help="version registry state (default: state/<config stem>.state.json beside conf/)")
+    parser.add_argument("--workers", type=int, default=int(environ.get("MODEL_ROUTER_WORKERS", "1")),
+                        help="worker processes sharing the port (SO_REUSEPORT); Redis keeps them in step")
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
@@ -912,15 +1000,20 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         models=Path(args.models).resolve() if args.models else None, redis_url=args.redis_url,
         admin_key=read_admin_key(environ), preload=preload, handle_signals=True,
         access_log=args.access_log, state_file=Path(args.state_file).resolve() if args.state_file else None,
+        workers=max(1, args.workers), worker_index=args.worker_index,
     )
     return options, args.log_level
 
 
 def main(argv: list[str] | None = None) -> int:
-    options, level = parse_options(sys.argv[1:] if argv is None else argv, dict(os.environ))
+    arguments = sys.argv[1:] if argv is None else argv
+    options, level = parse_options(arguments, dict(os.environ))
+    prefix = f"w{options.worker_index} " if options.worker_index else ""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s")
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    if options.workers > 1 and options.worker_index == 0:
+        return supervise_workers(arguments, options)
     if options.admin_key is None:
         log.warning("no admin key set: admin endpoints answer 403 (set MODEL_ROUTER_ADMIN_KEY)")
     try:
@@ -929,6 +1022,68 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model-router: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+RESTARTS_PER_MINUTE = 5
+
+
+def supervise_workers(arguments: list[str], options: Options) -> int:
+    """Run ``options.workers`` copies of the service on one port; forward signals; restart crashes.
+
+    Each worker is a full service (its own actors). SIGTERM/SIGINT stop them all (each
+    drains its HTTP requests); SIGHUP reaches every worker, so all reload together. A
+    worker that exits with an error is restarted, at most RESTARTS_PER_MINUTE times a
+    minute; past that the supervisor stops everything and exits 1. A worker that exits
+    with code 2 (invalid config) stops everything at once.
+    """
+    load_initial_config(options)  # fail fast, once, before starting anything
+    port = options.port or _free_port(options.host)
+    base = [sys.executable, str(Path(__file__).resolve()), *arguments, "--port", str(port)]
+    stopping = False
+    workers: dict[int, subprocess.Popen[bytes]] = {}
+    restarts: dict[int, list[float]] = {i: [] for i in range(1, options.workers + 1)}
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for worker in workers.values():
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    for index in restarts:
+        workers[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+    log.info("supervising %d workers on %s:%d", options.workers, options.host, port)
+    failed = False
+    while workers:
+        time.sleep(0.2)  # the supervisor only polls its children; it serves nothing itself
+        for index, worker in list(workers.items()):
+            code = worker.poll()
+            if code is None:
+                continue
+            del workers[index]
+            if stopping:
+                failed = failed or code != 0
+                continue
+            recent = [t for t in restarts[index] if time.monotonic() - t < 60]
+            if code == 2 or len(recent) >= RESTARTS_PER_MINUTE:
+                log.error("worker %d exited with %d; stopping all workers", index, code)
+                failed = True
+                forward(signal.SIGTERM, None)
+                continue
+            log.error("worker %d exited with %d; restarting it", index, code)
+            restarts[index] = [*recent, time.monotonic()]
+            workers[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+    log.info("all workers stopped")
+    return 1 if failed else 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def decode(text: str) -> RegistryState:
 def save(path: Path, text: str) -> None:
     """Blocking: write ``text`` atomically (run in a worker thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers may share one state file
     try:
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(text)

@@ -164,8 +164,9 @@ class Transitions:
             raise error
         return result
 
-    async def switch(self, name: str, body: Mapping[str, Any]) -> Operation:
-        return await self._call(lambda m: m.start_switch(name, body, reason="switch"))
+    async def switch(self, name: str, body: Mapping[str, Any], operation_id: str | None = None) -> Operation:
+        """Start a switch; ``operation_id`` is given when mirroring another worker's switch."""
+        return await self._call(lambda m: m.start_switch(name, body, reason="switch", operation_id=operation_id))
 
     async def abort(self, operation_id: str) -> Operation:
         return await self._call(lambda m: m.stop(operation_id, "abort"))
@@ -173,8 +174,12 @@ class Transitions:
     async def promote(self, operation_id: str) -> Operation:
         return await self._call(lambda m: m.stop(operation_id, "promote"))
 
-    async def rollback(self, name: str, version: str | None) -> Operation:
-        return await self._call(lambda m: m.rollback_model(name, version))
+    async def rollback(self, name: str, version: str | None, operation_id: str | None = None) -> Operation:
+        return await self._call(lambda m: m.rollback_model(name, version, operation_id))
+
+    async def rollback_operation(self, operation_id: str, reason: str) -> None:
+        """Mirror another worker's automatic rollback (ignored if not running here)."""
+        await self._call(lambda m: m.mirror_rollback(operation_id, reason))
 
     async def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._call(lambda m: m.register(body))
@@ -216,6 +221,7 @@ class _Manager:
     repository: Path
     thresholds: Callable[[str], ModelThreshold | None]
     nursery: trio.Nursery
+    on_auto_rollback: Callable[[Operation], None] = lambda op: None
     dirty: trio.Event = attrs.field(factory=trio.Event)
     wake: dict[str, trio.CancelScope] = attrs.field(factory=dict)
 
@@ -288,7 +294,8 @@ class _Manager:
                             model=name, version=text, available=versions)
         return text, "pinned"
 
-    async def start_switch(self, name: str, body: Mapping[str, Any], *, reason: str) -> Operation:
+    async def start_switch(self, name: str, body: Mapping[str, Any], *, reason: str,
+                           operation_id: str | None = None) -> Operation:
         started_at = time.perf_counter()
         running = self.active_operation(name)
         if running is not None:
@@ -305,7 +312,7 @@ class _Manager:
         if stable == target:
             raise ApiError(409, "already_serving", f"{name}@{target} already serves all traffic",
                            {"model": name, "version": target})
-        op = new_operation(f"sw-{uuid.uuid4().hex[:12]}", name, stable, target, params, time.time())
+        op = new_operation(operation_id or f"sw-{uuid.uuid4().hex[:12]}", name, stable, target, params, time.time())
         state = self.handle.view.state
         self.publish(state.with_record(name, attrs.evolve(state.record(name), policy=policy)))
         self.put(op, trigger=None)
@@ -348,6 +355,8 @@ class _Manager:
             if after.weight_bp != op.weight_bp or after.state != op.state:
                 reason = {"rolled_back": "rollback", "completed": "switch_complete"}.get(after.state, "switch_step")
                 op = self.put(after, trigger=reason, started_at=decided_at)
+                if op.state == "rolled_back":
+                    self.on_auto_rollback(op)
             else:
                 op = self.put(after, trigger=None)
         await self.finish(operation_id)
@@ -399,11 +408,20 @@ class _Manager:
         if op is None or op.to_version != key[1] or op.params.strategy not in ("gradual", "canary"):
             return
         started_at = time.perf_counter()
-        self.put(rollback(op, time.time(), f"circuit breaker opened on {key[0]}@{key[1]}"),
-                 trigger="rollback", started_at=started_at)
+        op = self.put(rollback(op, time.time(), f"circuit breaker opened on {key[0]}@{key[1]}"),
+                      trigger="rollback", started_at=started_at)
+        self.on_auto_rollback(op)
         self.wake_up(op.id)
 
-    async def rollback_model(self, name: str, version: str | None) -> Operation:
+    async def mirror_rollback(self, operation_id: str, reason: str) -> None:
+        op = self.handle.view.state.operations.get(operation_id)
+        if op is None or op.is_terminal:
+            return
+        self.put(rollback(op, time.time(), f"{reason} (decided by another worker)"), trigger="rollback",
+                 started_at=time.perf_counter())
+        self.wake_up(operation_id)
+
+    async def rollback_model(self, name: str, version: str | None, operation_id: str | None = None) -> Operation:
         running = self.active_operation(name)
         if running is not None and version is None:
             started_at = time.perf_counter()
@@ -418,7 +436,8 @@ class _Manager:
         if target is None:
             raise ApiError(409, "nothing_to_roll_back", f"{name} has no earlier version to return to",
                            {"model": name})
-        return await self.start_switch(name, {"version": target, "strategy": "immediate"}, reason="rollback")
+        return await self.start_switch(name, {"version": target, "strategy": "immediate"}, reason="rollback",
+                                       operation_id=operation_id)
 
     async def follow_latest(self, name: str, version: str, *, reason: str) -> Operation | None:
         """A new version arrived: move to it if the model follows "latest", else just announce it."""
@@ -529,13 +548,15 @@ async def run(
     repository: Path,
     state_path: Path,
     thresholds: Callable[[str], ModelThreshold | None],
+    on_auto_rollback: Callable[[Operation], None] = lambda op: None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Restore state, resume running operations, then serve commands until cancelled."""
     state = await trio.to_thread.run_sync(registry_store.load, state_path)
     try:
         async with commands, trio.open_nursery() as nursery:
-            manager = _Manager(handle, cache, health, feed, metrics, repository, thresholds, nursery)
+            manager = _Manager(handle, cache, health, feed, metrics, repository, thresholds, nursery,
+                               on_auto_rollback)
             manager.publish(state)
             manager.dirty = trio.Event()
             for plan in handle.view.plans.values():

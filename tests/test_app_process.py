@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.conftest import fast_features, free_port, render_config
+from tests.conftest import RedisServer, fast_features, free_port, render_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +26,15 @@ class LogReader:
         assert process.stderr is not None
         self.stream = process.stderr
         self.lines: list[str] = []
+
+    async def wait_for_all(self, wanted: dict[str, int], timeout: float = 30.0) -> None:
+        """Until each text has appeared in the log (so far and from now on) the given number of times."""
+        with trio.fail_after(timeout):
+            while any(sum(text in line for line in self.lines) < count for text, count in wanted.items()):
+                line = await trio.to_thread.run_sync(self.stream.readline, abandon_on_cancel=True)
+                if not line:
+                    raise AssertionError(f"process exited early:\n{''.join(self.lines)}")
+                self.lines.append(line)
 
     async def wait_for(self, text: str, timeout: float = 20.0) -> str:
         with trio.fail_after(timeout):
@@ -102,3 +111,35 @@ async def test_sigint_exits_zero_and_invalid_config_exits_two(config_path: Path,
     assert result.returncode == 2
     message = result.stderr.decode()
     assert "rules[0].match.horizon_ms" in message and "default" in message
+
+
+async def test_two_workers_share_the_port_and_reload_together(config_path: Path, repo: Path,
+                                                              redis_server: RedisServer) -> None:
+    config_path.write_text(render_config(repo, redis_url=redis_server.url))
+    port = free_port()
+    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--port", str(port),
+         "--workers", "2", "--state-file", str(config_path.parent / "state.json")],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    log = LogReader(process)
+    try:
+        await log.wait_for_all({"control bus subscribed": 2, "serving": 2})
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            r = await client.post("/config/reload", headers={"X-Admin-Key": "proc-test-key"})
+            assert r.status_code == 200
+            line = await log.wait_for("reload (control) ok")  # the other worker followed
+            assert " w1 " in line or " w2 " in line
+            workers = set()
+            with trio.fail_after(10):
+                while len(workers) < 2:  # new connections are spread over both workers
+                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as fresh:
+                        workers.add((await fresh.get("/health")).json()["worker"])
+            assert workers == {1, 2}
+        process.send_signal(signal.SIGTERM)
+        await log.wait_for("all workers stopped")
+        assert await trio.to_thread.run_sync(process.wait, 15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

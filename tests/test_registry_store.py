@@ -132,7 +132,8 @@ def test_save_writes_a_temp_file_then_renames_so_a_failed_rename_keeps_the_old_f
     monkeypatch.setattr(registry_store.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk on fire"):
         save(path, "new content")
-    assert calls == [(".registry.json.tmp", "registry.json")]
+    assert calls == [(f".registry.json.{os.getpid()}.tmp", "registry.json")]
+    assert not list(tmp_path.glob("*.tmp"))  # a failed save leaves no temp file
     assert path.read_text() == "old content"
 
 

@@ -1,0 +1,117 @@
+"""The control bus actor: keeps worker processes in step through Redis.
+
+With several worker processes (``--workers N``) each runs its own actors. An operator
+command reaches one of them (the kernel spreads connections over ``SO_REUSEPORT``), so
+that worker publishes it on channel ``model_router.control`` and every other worker
+applies it too: config and model reloads, switch operations (with the same operation
+id, so the sticky assignment — a pure function of id and key — matches everywhere),
+abort, promote, rollback, registration, and automatic rollbacks after a breach.
+
+Messages carry the sender's ``origin`` (a random id per process) and are ignored by the
+process that sent them. Subscribing runs in a worker thread (redis-py's blocking
+pub/sub), reconnecting with backoff; publishing goes through the Redis bus, which never
+blocks the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import redis
+import trio
+
+from actors.redis_bus import RedisMessage, RedisOutbox
+
+log = logging.getLogger("model_router.control")
+
+CHANNEL = "model_router.control"
+POLL_S = 0.5
+MAX_BACKOFF_S = 5.0
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@attrs.define
+class ControlBus:
+    """The handle: publish a command for the other workers; ``enabled`` only with Redis and >1 worker."""
+
+    outbox: RedisOutbox
+    enabled: bool = False
+    origin: str = attrs.field(factory=lambda: os.urandom(8).hex())
+
+    def publish(self, kind: str, **args: Any) -> None:
+        if self.enabled:
+            self.outbox.offer(RedisMessage("publish", CHANNEL, {"origin": self.origin, "kind": kind, "args": args}))
+
+
+def _subscriber(url: str) -> redis.client.PubSub:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=POLL_S + 5,
+                                  health_check_interval=30)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(CHANNEL)
+    return pubsub
+
+
+async def _dispatch(bus: ControlBus, handlers: dict[str, Handler], raw: bytes) -> None:
+    try:
+        message = json.loads(raw)
+        kind, args, origin = message["kind"], message["args"], message["origin"]
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring a malformed control message: %s", exc)
+        return
+    if origin == bus.origin:
+        return
+    handler = handlers.get(kind)
+    if handler is None:
+        log.warning("ignoring control message of unknown kind %r", kind)
+        return
+    try:
+        await handler(args)
+    except Exception:  # one bad command must not stop the bus
+        log.exception("control command %s from %s failed here", kind, origin)
+
+
+async def run(
+    bus: ControlBus,
+    url: str,
+    handlers: dict[str, Handler],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Subscribe, then apply other workers' commands in arrival order until cancelled."""
+    backoff = 0.1
+    pubsub: redis.client.PubSub | None = None
+    started = False
+    try:
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = await trio.to_thread.run_sync(_subscriber, url, abandon_on_cancel=True)
+                    log.info("control bus subscribed to %s", CHANNEL)
+                    backoff = 0.1
+                if not started:
+                    started = True
+                    task_status.started()
+                message = await trio.to_thread.run_sync(
+                    lambda p=pubsub: p.get_message(timeout=POLL_S), abandon_on_cancel=True)
+            except redis.RedisError as exc:
+                if not started:
+                    started = True
+                    task_status.started()
+                log.warning("control bus: redis unavailable (%s); retrying in %.1f s", exc, backoff)
+                if pubsub is not None:
+                    pubsub.close()
+                pubsub = None
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            if message is not None and message.get("type") == "message":
+                await _dispatch(bus, handlers, message["data"])
+    finally:
+        if pubsub is not None:
+            pubsub.close()
