@@ -47,6 +47,7 @@ from actors import (
     switch_feed,
     transition_manager,
 )
+from actors.batcher import Batcher, BatchSettings
 from actors.breaker import BreakerSettings
 from actors.config_watcher import ConfigWatcher, ReloadCommand, read_config_text, resolve_repository
 from actors.control_bus import ControlBus
@@ -86,6 +87,8 @@ class Options:
     state_file: Path | None = None
     workers: int = 1
     worker_index: int = 0
+    batch_max_size: int = 32
+    batch_delay_us: float = 500.0
 
 
 @attrs.define
@@ -240,7 +243,10 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             pinned=pinned_names, pinned_versions=transitions.pinned_versions, excluded=transitions.excluded,
             preload=preload, ttl_seconds=lambda: float(state.config.settings.cache_ttl_seconds)))
         await actors.start("health_monitor", partial(health_monitor.run, health, health_recv))
-        predictor = Predictor(state, cache, metrics, transitions, health, feed)
+        batcher = None
+        if options.batch_max_size > 1:
+            batcher = Batcher(BatchSettings(options.batch_max_size, options.batch_delay_us), metrics)
+        predictor = Predictor(state, cache, metrics, transitions, health, feed, batcher)
         await actors.start("switch_feed", partial(switch_feed.run, feed, trigger_recv, outbox,
                                                   predictor.serving_for))
         await actors.start("transition_manager", partial(
@@ -991,6 +997,11 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--workers", type=int, default=int(environ.get("MODEL_ROUTER_WORKERS", "1")),
                         help="worker processes sharing the port (SO_REUSEPORT); Redis keeps them in step")
     parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-max-size", type=int, default=int(environ.get("MODEL_ROUTER_BATCH_MAX_SIZE", "32")),
+                        help="dynamic batching: most rows per call (1 disables)")
+    parser.add_argument("--batch-delay-us", type=float,
+                        default=float(environ.get("MODEL_ROUTER_BATCH_DELAY_US", "500")),
+                        help="dynamic batching: longest a request waits for others, microseconds")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
@@ -1001,6 +1012,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         admin_key=read_admin_key(environ), preload=preload, handle_signals=True,
         access_log=args.access_log, state_file=Path(args.state_file).resolve() if args.state_file else None,
         workers=max(1, args.workers), worker_index=args.worker_index,
+        batch_max_size=args.batch_max_size, batch_delay_us=max(0.0, args.batch_delay_us),
     )
     return options, args.log_level
 

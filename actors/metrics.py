@@ -43,6 +43,7 @@ class Metrics:
     inflight: Gauge = attrs.field(init=False)
     operations_total: Counter = attrs.field(init=False)
     health_observations_dropped: Counter = attrs.field(init=False)
+    batch_rows: Histogram = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -126,6 +127,9 @@ class Metrics:
         self.operations_total = Counter(
             "model_router_switch_operations_total", "Switch operations by strategy and final state",
             ["strategy", "state"], registry=r)
+        self.batch_rows = Histogram(
+            "model_router_dynamic_batch_rows", "Rows per interpreter call formed by the dynamic batcher",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.health_observations_dropped = Counter(
             "model_router_health_observations_dropped_total",
             "Request observations the health monitor could not take (queue full)", registry=r)

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from actors.batcher import Batcher
 from actors.errors import ApiError, bad_request
 from actors.features import check_finite_number, feature_row
 from actors.health_monitor import HealthMonitor, Observation
@@ -154,6 +155,7 @@ class Predictor:
     transitions: Transitions
     health: HealthMonitor
     feed: SwitchFeed
+    batcher: Batcher | None = None
     seen_routes: dict[tuple[str, int], int] = attrs.field(factory=dict)
     last_slow_log: float = 0.0
     counters: MetricChildren = attrs.field(init=False)
@@ -287,6 +289,12 @@ class Predictor:
         self.counters.latency(model.name).observe(time.perf_counter() - started)
         return probabilities
 
+    async def infer(self, model: LoadedModel, row: np.ndarray) -> np.ndarray:
+        """One output row: inline, or through the dynamic batcher when requests contend."""
+        if self.batcher is None:
+            return self.run_model(model, row.reshape(1, -1))[0]
+        return await self.batcher.submit(model, row, self.run_model)
+
     def record(self, request: PredictRequest, model: LoadedModel, latency_s: float, ok: bool,
                label: str | None, operation_id: str | None) -> None:
         key = (model.name, model.version)
@@ -339,7 +347,7 @@ class Predictor:
             operation_id = self.operation_of(model)
             call_started = time.perf_counter()
             try:
-                probabilities = self.run_model(model, row.reshape(1, -1))[0]
+                probabilities = await self.infer(model, row)
             except ApiError as error:
                 self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
                 first_error = first_error or error

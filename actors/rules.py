@@ -182,6 +182,7 @@ def parse_horizon(expr: str) -> HorizonRange:
 # --------------------------------------------------------------------------- globs
 
 
+@functools.lru_cache(maxsize=4096)
 def _glob_problem(pattern: str) -> str | None:
     """Explain why ``pattern`` is not an acceptable glob, or None when it is fine."""
     if not pattern:
@@ -220,8 +221,12 @@ def _pattern_covers(a: str, b: str) -> bool:
     return a == "*" or a == b or (not _has_wildcard(b) and fnmatch.fnmatchcase(b, a))
 
 
+@functools.lru_cache(maxsize=4096)
 def _compile_glob(pattern: str) -> Callable[[str], Any]:
-    """Cheapest matcher for a validated glob: equality for literals, a regex otherwise."""
+    """Cheapest matcher for a validated glob: equality for literals, a regex otherwise.
+
+    Cached: matchers are pure, and a reload mostly compiles the globs of the previous one.
+    """
     if pattern == "*":
         return _always
     if not _has_wildcard(pattern):
@@ -472,23 +477,28 @@ def _parse_glob(m: Mapping[Any, Any], key: str, path: str, probs: _Problems) -> 
     return value
 
 
+#: HorizonRange is immutable, so equal expressions share one parsed range (errors are not cached).
+_cached_horizon = functools.lru_cache(maxsize=4096)(parse_horizon)
+_ANY_HORIZON = parse_horizon("*")
+
+
 def _parse_rule_horizon(m: Mapping[Any, Any], path: str, probs: _Problems) -> HorizonRange:
     value = m.get("horizon_ms", "*")
-    hpath = _join(path, "horizon_ms")
     if not isinstance(value, str):
-        probs.add(hpath, f"must be a quoted expression string such as \"<60000\", got {_describe(value)}")
-        return parse_horizon("*")
+        probs.add(_join(path, "horizon_ms"),
+                  f"must be a quoted expression string such as \"<60000\", got {_describe(value)}")
+        return _ANY_HORIZON
     try:
-        return parse_horizon(value)
+        return _cached_horizon(value)
     except ValueError as exc:
-        probs.add(hpath, str(exc))
-        return parse_horizon("*")
+        probs.add(_join(path, "horizon_ms"), str(exc))
+        return _ANY_HORIZON
 
 
 def _parse_match(value: Any, path: str, probs: _Problems) -> tuple[str, HorizonRange, str]:
     m = _mapping(value, path, probs)
     if m is None:
-        return "*", parse_horizon("*"), "*"
+        return "*", _ANY_HORIZON, "*"
     _check_keys(m, _MATCH_KEYS, path, probs)
     return (
         _parse_glob(m, "asset_class", path, probs),
@@ -497,7 +507,47 @@ def _parse_match(value: Any, path: str, probs: _Problems) -> tuple[str, HorizonR
     )
 
 
+_RULE_KEY_SET = frozenset(_RULE_KEYS)
+_MATCH_KEY_SET = frozenset(_MATCH_KEYS)
+
+
+def _clean_rule(index: int, value: Any, refs: _ModelRefs) -> Rule | None:
+    """The rule when every field is present-and-valid or absent (the usual case), else None.
+
+    Accepts exactly what the field-by-field checks in _parse_rule accept without a problem,
+    so None only means 'take the slow path', which then reports what is wrong.
+    """
+    if type(value) is not dict or not value.keys() <= _RULE_KEY_SET:
+        return None
+    match = value.get("match")
+    if type(match) is not dict or not match.keys() <= _MATCH_KEY_SET:
+        return None
+    asset_class = match.get("asset_class", "*")
+    symbol = match.get("symbol", "*")
+    horizon = match.get("horizon_ms", "*")
+    model = value.get("model")
+    fallback = value.get("fallback")
+    priority = value.get("priority", 100)
+    description = value.get("description", "")
+    if not (type(asset_class) is str and type(symbol) is str and type(horizon) is str
+            and type(model) is str and model and type(priority) is int and type(description) is str
+            and (fallback is None or (type(fallback) is str and fallback))
+            and _glob_problem(asset_class) is None and _glob_problem(symbol) is None):
+        return None
+    try:
+        horizon_range = _cached_horizon(horizon)
+    except ValueError:
+        return None
+    path = f"rules[{index}]"
+    refs.add(f"{path}.model", model)
+    refs.add(f"{path}.fallback", fallback)
+    return Rule(index, asset_class, horizon_range, symbol, model, fallback, priority, description)
+
+
 def _parse_rule(index: int, value: Any, probs: _Problems, refs: _ModelRefs) -> Rule | None:
+    clean = _clean_rule(index, value, refs)
+    if clean is not None:
+        return clean
     path = f"rules[{index}]"
     m = _mapping(value, path, probs)
     if m is None:
@@ -628,16 +678,385 @@ def _parse_reload(value: Any, probs: _Problems) -> ReloadSettings:
 # --------------------------------------------------------------------------- document level
 
 
-def _load_yaml(text: str, probs: _Problems) -> Any:
-    """Parse YAML safely (libyaml when present: ~10x faster on big rule sets) with located errors."""
+class _Invalid(Exception):
+    """The document is not valid YAML; the problem is already recorded."""
+
+
+class _Slow(Exception):
+    """Input a fast path does not handle; the general (PyYAML) path decides instead."""
+
+
+#: Tags the fast converter builds itself; every other tag (timestamps, binary, sets, merge keys,
+#: explicit tags, ...) goes through PyYAML's SafeConstructor so behaviour stays identical.
+_STR_TAG = "tag:yaml.org,2002:str"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_PLAIN_TAG_MEMO_LIMIT = 4096
+_PLAIN_TAGS: dict[str, str] = {}
+
+
+class _ComposeLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The SafeLoader's parser and composer with a memoized implicit-tag resolver.
+
+    Resolution of a plain scalar depends only on its text (the resolver tables are fixed and
+    SafeLoader has no path resolvers), so memoizing it is exact; quoted scalars and collections
+    always get the default tags, as in ``BaseResolver.resolve``.
+    """
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            if not implicit[0]:
+                return _STR_TAG
+            return _PLAIN_TAGS.get(value) or _plain_tag(value)
+        return _MAP_TAG if kind is yaml.MappingNode else _SEQ_TAG
+
+
+def _plain_tag(value: str) -> str:
+    """Resolve a plain scalar's tag with SafeLoader's own rules and memoize it (bounded)."""
+    tag: str = yaml.resolver.BaseResolver.resolve(_RESOLVER, yaml.ScalarNode, value, (True, False))
+    if len(_PLAIN_TAGS) >= _PLAIN_TAG_MEMO_LIMIT:
+        _PLAIN_TAGS.clear()
+    _PLAIN_TAGS[value] = tag
+    return tag
+
+
+_RESOLVER = yaml.resolver.Resolver()  # the resolver class SafeLoader and CSafeLoader both use
+#: The fast paths rely on SafeLoader having no path resolvers and on its tables being Resolver's.
+_FAST_YAML = (not _SAFE_LOADER.yaml_path_resolvers
+              and _SAFE_LOADER.yaml_implicit_resolvers is yaml.resolver.Resolver.yaml_implicit_resolvers)
+if not _FAST_YAML:  # pragma: no cover - nothing in this service registers resolvers
+    _ComposeLoader = _SAFE_LOADER  # type: ignore[misc]
+
+_SCALAR_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+def _node_data(node: yaml.Node, seen: set[int], dups: list[yaml.MappingNode]) -> Any:
+    """Build plain data from a composed node, exactly as SafeConstructor would.
+
+    Handles the schema's types only; raises _Slow for anything else (other tags, a collection
+    reached twice through an alias).  Mappings with fewer keys than entries go to ``dups``.
+    """
+    tag = node.tag
+    cls = type(node)
+    if cls is yaml.ScalarNode:
+        if tag == _STR_TAG:
+            return node.value
+        if tag == _INT_TAG:
+            value = node.value
+            if value.isdigit() and value.isascii() and (value[0] != "0" or len(value) == 1):
+                return int(value)
+            return _SCALAR_CONSTRUCTOR.construct_yaml_int(node)
+        if tag == _NULL_TAG:
+            return None
+        if tag == _BOOL_TAG:
+            return _SCALAR_CONSTRUCTOR.construct_yaml_bool(node)
+        if tag == _FLOAT_TAG:
+            return _SCALAR_CONSTRUCTOR.construct_yaml_float(node)
+        raise _Slow
+    if id(node) in seen:
+        raise _Slow
+    seen.add(id(node))
+    if cls is yaml.MappingNode and tag == _MAP_TAG:
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            out[_node_data(key_node, seen, dups)] = _node_data(value_node, seen, dups)
+        if len(out) != len(node.value):
+            dups.append(node)
+        return out
+    if cls is yaml.SequenceNode and tag == _SEQ_TAG:
+        return [_node_data(item, seen, dups) for item in node.value]
+    raise _Slow
+
+
+def _scalar_key(node: yaml.Node) -> tuple[bool, Any]:
+    """(True, key) for a scalar key node the fast converter handles, else (False, None)."""
+    if type(node) is not yaml.ScalarNode or node.tag == "tag:yaml.org,2002:merge":
+        return False, None
     try:
-        return yaml.load(text, Loader=_SAFE_LOADER)
+        return True, _node_data(node, set(), [])
+    except Exception:  # any key the converter cannot build is simply not compared
+        return False, None
+
+
+def _mark_text(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _duplicate_keys(node: yaml.Node, path: str, probs: _Problems, seen: set[int]) -> None:
+    """Report repeated mapping keys with the config path of the repeated key (slow, rare)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, f"{path}[{i}]", probs, seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[Any, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            ok, key = _scalar_key(key_node)
+            if not ok:
+                continue
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:
+                continue
+            if path == DOCUMENT_PATH:
+                child = "" if key == "model_router" else f"{DOCUMENT_PATH}.{key}"
+            else:
+                child = _join(path, str(key))
+            if earlier is not key_node:
+                probs.add(child or f"{DOCUMENT_PATH}.{key}",
+                          f"duplicate key {key!r} at {_mark_text(key_node.start_mark)} "
+                          f"(first defined at {_mark_text(earlier.start_mark)})")
+            _duplicate_keys(value_node, child, probs, seen)
+
+
+# Fast path for the block-style YAML operators write: a line-based reader of a conservative
+# subset (space indentation, identifier keys, single-line plain or quoted scalars without escapes,
+# single-line flow collections of such scalars, comments).  Anything else, including every
+# invalid document and every repeated key, raises _Slow and goes through PyYAML, so the result is
+# always what PyYAML returns.  Plain scalars are typed by PyYAML's own resolver and constructor.
+_KEY = r"[A-Za-z_][A-Za-z0-9_.\-]*"
+_TAIL = r"(?: +#.*| *)$"
+_DQ_RE = re.compile(rf'"([^"\\]*)"{_TAIL}')
+_SQ_RE = re.compile(rf"'([^']*)'{_TAIL}")
+_PLAIN_RE = re.compile(rf"([A-Za-z0-9_./~][A-Za-z0-9_./~+\-:*?!,() ]*?){_TAIL}")
+_FLOW_ITEM = r"""("[^"\\]*"|'[^']*'|[A-Za-z0-9_./~][A-Za-z0-9_./~+\-* ]*?) *"""
+_FLOW_ENTRY_RE = re.compile(rf" *({_KEY}): +{_FLOW_ITEM}([,}}])")
+_FLOW_SEQ_ITEM_RE = re.compile(rf" *{_FLOW_ITEM}([,\]])")
+_FLOW_EMPTY_RE = re.compile(rf"(\{{ *\}}|\[ *\]){_TAIL}")
+_TAIL_RE = re.compile(_TAIL)
+_PLAIN_VALUE_LIMIT = 4096
+_PLAIN_VALUES: dict[str, Any] = {}
+
+
+def _plain_value(text: str) -> Any:
+    """A plain scalar typed exactly as SafeLoader types it (values memoized: all immutable)."""
+    try:
+        return _PLAIN_VALUES[text]
+    except KeyError:
+        pass
+    value = _node_data(yaml.ScalarNode(_PLAIN_TAGS.get(text) or _plain_tag(text), text), set(), [])
+    if len(_PLAIN_VALUES) >= _PLAIN_VALUE_LIMIT:
+        _PLAIN_VALUES.clear()
+    _PLAIN_VALUES[text] = value
+    return value
+
+
+def _flow_scalar(token: str) -> Any:
+    first = token[0]
+    if first == '"' or first == "'":
+        return token[1:-1]
+    return _plain_value(token)
+
+
+def _flow_value(text: str) -> Any:
+    """A single-line flow mapping or sequence of scalars, or raise _Slow."""
+    if _FLOW_EMPTY_RE.match(text):
+        return {} if text[0] == "{" else []
+    pos = 1
+    if text[0] == "{":
+        out: dict[Any, Any] = {}
+        while True:
+            m = _FLOW_ENTRY_RE.match(text, pos)
+            if m is None:
+                raise _Slow
+            key = _plain_value(m.group(1))
+            if key in out:
+                raise _Slow
+            out[key] = _flow_scalar(m.group(2))
+            pos = m.end()
+            if m.group(3) == "}":
+                break
+    else:
+        items: list[Any] = []
+        while True:
+            m = _FLOW_SEQ_ITEM_RE.match(text, pos)
+            if m is None:
+                raise _Slow
+            items.append(_flow_scalar(m.group(1)))
+            pos = m.end()
+            if m.group(2) == "]":
+                break
+        out = items  # type: ignore[assignment]
+    if _TAIL_RE.match(text, pos) is None:
+        raise _Slow
+    return out
+
+
+_INLINE_SCALARS: dict[str, Any] = {}
+_MISSING = object()
+
+
+def _inline_value(text: str) -> Any:
+    """The value after ``key: `` or ``- `` on one line (not empty, not a comment).
+
+    Scalars are memoized by their line text (bounded): they are immutable, and a config
+    repeats the same model names and horizon expressions over and over.
+    """
+    value = _INLINE_SCALARS.get(text, _MISSING)
+    if value is _MISSING:
+        value = _inline_value_uncached(text)
+        if type(value) is not dict and type(value) is not list:
+            if len(_INLINE_SCALARS) >= _PLAIN_VALUE_LIMIT:
+                _INLINE_SCALARS.clear()
+            _INLINE_SCALARS[text] = value
+    return value
+
+
+def _inline_value_uncached(text: str) -> Any:
+    first = text[0]
+    if first == '"':
+        m = _DQ_RE.match(text)
+    elif first == "'":
+        m = _SQ_RE.match(text)
+    elif first == "{" or first == "[":
+        return _flow_value(text)
+    else:
+        m = _PLAIN_RE.match(text)
+        if m is None:
+            raise _Slow
+        plain = m.group(1)
+        if ": " in plain or plain[-1] == ":":
+            raise _Slow
+        return _plain_value(plain)
+    if m is None:
+        raise _Slow
+    return m.group(1)
+
+
+def _read_subset(rows: list[tuple[str, str, str, str]]) -> Any:
+    """Build the data from (indent, dash, key, rest) rows; every deviation raises _Slow.
+
+    ``stack`` holds the open block collections as [column, container, is_mapping, indentless];
+    ``pending`` is the slot (container, key or index, column, in_mapping) of an entry whose line
+    ended after ``key:`` or ``-``: a deeper block becomes its value, otherwise it stays null.
+    """
+    root: Any = None
+    stack: list[list[Any]] = []
+    pending: tuple[Any, Any, int, bool] | None = None
+    for indent, dash, key, rest in rows:
+        if not dash and not key:
+            if rest and rest[0] != "#":
+                raise _Slow  # a bare scalar line: multi-line scalar or scalar document
+            continue
+        col = len(indent)
+        is_map = not dash
+        # Find (or open) the collection this row's first item belongs to.
+        if pending is not None:
+            owner, slot, pcol, from_map = pending
+            pending = None
+            if col > pcol or (from_map and col == pcol and not is_map):
+                container: Any = {} if is_map else []
+                owner[slot] = container
+                stack.append([col, container, is_map, col == pcol])
+            else:
+                container = None
+        else:
+            container = None
+        if container is None:
+            while stack and stack[-1][0] > col:
+                stack.pop()
+            if not stack:
+                if root is not None or col:
+                    raise _Slow
+                root = {} if is_map else []
+                stack.append([0, root, is_map, False])
+            top = stack[-1]
+            if top[0] == col and top[3] and is_map:
+                stack.pop()
+                top = stack[-1]
+            if top[0] != col or top[2] != is_map:
+                raise _Slow
+            container = top[1]
+        if dash:
+            if key:  # "- key: ..." opens a mapping at the key's column
+                mapping: dict[Any, Any] = {}
+                container.append(mapping)
+                col += len(dash)
+                stack.append([col, mapping, True, False])
+                container = mapping
+            elif rest and rest[0] != "#":
+                container.append(_inline_value(rest))
+                continue
+            else:
+                container.append(None)
+                pending = (container, len(container) - 1, col, False)
+                continue
+        name = _plain_value(key)
+        if name in container:
+            raise _Slow  # repeated key: the slow path reports it with its position
+        if rest and rest[0] != "#":
+            container[name] = _inline_value(rest)
+        else:
+            container[name] = None
+            pending = (container, name, col, True)
+    if root is None:
+        raise _Slow
+    return root
+
+
+_ROW_RE = re.compile(rf"^( *)(- +|-$)?(?:({_KEY}):(?: +|$))?(.*)$", re.MULTILINE)
+
+
+def _load_subset(text: str) -> Any:
+    """Data for a document in the fast subset, else raise _Slow (never a YAML error).
+
+    Only printable ASCII and newlines are accepted, so tabs, CR, BOMs and Unicode line breaks
+    take the slow path; document markers and directives are rejected as bare scalar lines.
+    """
+    if not _FAST_YAML or not text.isascii() or not text.replace("\n", "").isprintable():
+        raise _Slow
+    return _read_subset(_ROW_RE.findall(text))
+
+
+def _load_yaml(text: str, probs: _Problems) -> Any:
+    """Parse YAML safely with located errors; raise _Invalid when the text is not YAML.
+
+    libyaml (when present) composes the node tree and a small converter builds the data
+    for the schema's types, which is several times faster than PyYAML's Python constructor;
+    anything unusual is handed to SafeConstructor, so the result is always what
+    ``yaml.load(text, Loader=SafeLoader)`` returns.  Repeated keys (which PyYAML silently
+    resolves as last-wins) are reported as problems with their paths.
+    """
+    try:
+        return _load_subset(text)
+    except _Slow:
+        pass
+    try:
+        node = yaml.compose(text, Loader=_ComposeLoader)
+        if node is None:
+            return None
+        dups: list[yaml.MappingNode] = []
+        try:
+            data = _node_data(node, set(), dups)
+        except Exception:
+            # Not handled above (or a genuine construction error, which SafeConstructor raises
+            # again).  Check keys first: constructing merge keys (<<) rewrites mapping nodes.
+            found = _Problems()
+            _duplicate_keys(node, DOCUMENT_PATH, found, set())
+            data = yaml.constructor.SafeConstructor().construct_document(node)
+            probs.details.extend(found.details)
+            return data
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         probs.add(DOCUMENT_PATH, f"invalid YAML{where}: {problem}")
-        return None
+        raise _Invalid from exc
+    if dups:
+        _duplicate_keys(node, DOCUMENT_PATH, probs, set())
+    return data
 
 
 def _router_root(data: Any, probs: _Problems) -> dict[Any, Any] | None:
@@ -670,6 +1089,7 @@ def _evaluation_order(rules: Iterable[Rule]) -> list[Rule]:
 
 
 def _rule_covers(a: Rule, b: Rule) -> bool:
+    """Reference semantics of 'a shadows b' (the fast check below must agree with it)."""
     return (
         a.horizon.covers(b.horizon)
         and _pattern_covers(a.asset_class, b.asset_class)
@@ -677,18 +1097,74 @@ def _rule_covers(a: Rule, b: Rule) -> bool:
     )
 
 
+_NO_LO = (-math.inf, -1)
+_NO_HI = (math.inf, 2)
+
+
+def _bound_keys(h: HorizonRange) -> tuple[tuple[float, int], tuple[float, int]]:
+    """Bounds as tuples so ``a.covers(b)`` is ``a_lo <= b_lo and a_hi >= b_hi``.
+
+    Lower bound: (value, 0 inclusive / 1 exclusive), unbounded sorts below every bound;
+    upper bound: (value, 1 inclusive / 0 exclusive), unbounded sorts above every bound
+    (including an infinite one).  This is exactly HorizonRange.covers.
+    """
+    lo = _NO_LO if h.lo is None else (h.lo, 0 if h.lo_inclusive else 1)
+    hi = _NO_HI if h.hi is None else (h.hi, 1 if h.hi_inclusive else 0)
+    return lo, hi
+
+
+def _covering_map(patterns: Iterable[str]) -> dict[str, list[str]]:
+    """For each pattern, the patterns among ``patterns`` that _pattern_covers it."""
+    distinct = set(patterns)
+    wild = [p for p in distinct if p != "*" and _has_wildcard(p)]
+    out: dict[str, list[str]] = {}
+    for pattern in distinct:
+        covering = [pattern] if pattern == "*" or "*" not in distinct else ["*", pattern]
+        if not _has_wildcard(pattern):
+            covering.extend(p for p in wild if fnmatch.fnmatchcase(pattern, p))
+        out[pattern] = covering
+    return out
+
+
 def _shadow_warnings(rules: tuple[Rule, ...]) -> tuple[str, ...]:
-    """Warn about rules an earlier rule (in evaluation order) makes unreachable."""
+    """Warn about rules an earlier rule (in evaluation order) makes unreachable.
+
+    Same result as testing every earlier rule with ``_rule_covers`` and naming the first that
+    covers, but only earlier rules whose asset_class and symbol globs cover the rule's are
+    looked at: rules are grouped by (asset_class, symbol), each group in evaluation order, and
+    the candidate groups of each (asset_class, symbol) pair are computed once.
+    """
     ordered = _evaluation_order(rules)
+    asset_cover = _covering_map(r.asset_class for r in ordered)
+    symbol_cover = _covering_map(r.symbol for r in ordered)
+    candidates: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    groups: dict[tuple[str, str], list[tuple[int, tuple[float, int], tuple[float, int], Rule]]] = {}
     out: list[str] = []
     for pos, rule in enumerate(ordered):
-        for earlier in ordered[:pos]:
-            if _rule_covers(earlier, rule):
-                out.append(
-                    f"rules[{rule.index}] can never match: rules[{earlier.index}] is evaluated "
-                    f"earlier (priority {earlier.priority} vs {rule.priority}) and covers its match"
-                )
-                break
+        key = (rule.asset_class, rule.symbol)
+        keys = candidates.get(key)
+        if keys is None:
+            keys = candidates[key] = [(a, s) for a in asset_cover[key[0]] for s in symbol_cover[key[1]]]
+        lo, hi = _bound_keys(rule.horizon)
+        best: tuple[int, Rule] | None = None
+        for group_key in keys:
+            for epos, elo, ehi, earlier in groups.get(group_key, ()):
+                if best is not None and epos >= best[0]:
+                    break
+                if elo <= lo and ehi >= hi:
+                    best = (epos, earlier)
+                    break
+        if best is not None:
+            earlier = best[1]
+            out.append(
+                f"rules[{rule.index}] can never match: rules[{earlier.index}] is evaluated "
+                f"earlier (priority {earlier.priority} vs {rule.priority}) and covers its match"
+            )
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [(pos, lo, hi, rule)]
+        else:
+            group.append((pos, lo, hi, rule))
     return tuple(out)
 
 
@@ -706,8 +1182,16 @@ def parse_config(text: str, *, known_models: frozenset[str] | None = None) -> Ro
     errors, so a reload cannot route traffic to a model that cannot be loaded.
     """
     probs = _Problems()
-    data = _load_yaml(text, probs)
-    root = _router_root(data, probs) if not probs.details else None
+    try:
+        data = _load_yaml(text, probs)
+    except _Invalid:
+        raise ConfigError(_summary(probs.details), probs.details) from None
+    return _validate(data, probs, known_models)
+
+
+def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) -> RouterConfig:
+    """Validate parsed data (``probs`` may already hold duplicate-key problems)."""
+    root = _router_root(data, probs)
     if root is None:
         if not probs.details:
             probs.add(DOCUMENT_PATH, "no usable 'model_router' section")

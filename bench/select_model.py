@@ -1,16 +1,26 @@
-"""Benchmark of the routing hot path (RoutingSnapshot.select) and of config compilation.
+"""Benchmark of the routing hot path (RoutingSnapshot.select) and of config reload work.
 
 Why: the router's budget is tens of microseconds per request, and select must stay well
 under 2 us at p99 in CPython for that to hold with realistic rule sets.  Calls are timed in
 batches (default 100 calls per perf_counter_ns pair) so timer overhead does not dominate;
 the reported per-call figures are batch averages, which smooths single-call outliers.
 
+Reload work (parse, validate, compile) is timed per phase with gc left enabled, as in
+production: yaml (text -> data), validate (data -> RouterConfig, including the config hash and
+shadow warnings), shadow (the shadow check alone), compile (compile_snapshot) and reload (the
+production call ``compile_snapshot(parse_config(text, known_models=...))``).  Scenarios: the
+bundled conf, the random synthetic set used for select (has shadowed rules), the bench/reload.py
+generator (disjoint bands) and a random set with every shadowed rule removed (the worst case for
+the shadow check: no rule stops the scan early).
+
 Run from the repo root:  .venv/bin/python bench/select_model.py [--rules N] [--iterations N]
+                         .venv/bin/python bench/select_model.py --reload-only [--reload-repeats N]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import sys
@@ -24,6 +34,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+import actors.rules as rules_module  # noqa: E402
 from actors.rules import RoutingSnapshot, compile_snapshot, parse_config  # noqa: E402
 
 CONF_PATH = REPO_ROOT / "conf" / "model_router_rules.yml"
@@ -62,11 +73,43 @@ def synthetic_rules(count: int, rng: random.Random) -> list[dict[str, Any]]:
 
 
 def synthetic_yaml(count: int, seed: int) -> str:
-    router = {
-        "rules": synthetic_rules(count, random.Random(seed)),
-        "config": {"default_model": "timesnet_base", "redis_url": None},
-    }
+    return rules_yaml(synthetic_rules(count, random.Random(seed)))
+
+
+def rules_yaml(rules: list[dict[str, Any]]) -> str:
+    router = {"rules": rules, "config": {"default_model": "timesnet_base", "redis_url": None}}
     return yaml.safe_dump({"model_router": router}, sort_keys=False)
+
+
+def unshadowed_yaml(count: int, seed: int) -> str:
+    """Random synthetic rules, dropping every rule an earlier one shadows, until ``count`` remain."""
+    rng = random.Random(seed)
+    kept: list[dict[str, Any]] = []
+    while len(kept) < count:
+        candidate = synthetic_rules(1, rng)[0]
+        candidate["description"] = f"synthetic rule {len(kept)}"
+        if not parse_config(rules_yaml([*kept, candidate])).warnings:
+            kept.append(candidate)
+    return rules_yaml(kept)
+
+
+def reload_bench_yaml(count: int) -> str:
+    """The 200-rule document bench/reload.py writes (its ``config_text``), copied here so this
+    benchmark does not import the whole service."""
+    lines = []
+    for i in range(count):
+        lo = (i % 20) * 60_000
+        lines.append(
+            f'    - match: {{asset_class: "class_{i // 20}_0", horizon_ms: ">={lo} & <{lo + 60_000}"}}\n'
+            f"      model: {MODELS[i % len(MODELS)]}\n"
+            f"      priority: {i}\n"
+        )
+    return (
+        "model_router:\n  rules:\n" + "".join(lines) +
+        "  config:\n    default_model: timesnet_base\n"
+        '    model_repository: "/srv/models"\n'
+        "  reload:\n    debounce_ms: 100\n    backup_on_reload: false\n"
+    )
 
 
 def make_queries(n: int, rng: random.Random, miss_rate: float) -> list[Query]:
@@ -126,6 +169,61 @@ def time_compile(text: str, repeats: int) -> list[float]:
     return sorted(out)
 
 
+def _phase_functions(text: str, known: frozenset[str]) -> dict[str, Callable[[], object]]:
+    """One zero-argument callable per reload phase, each doing only that phase's work."""
+    problems = rules_module._Problems
+    data = rules_module._load_yaml(text, problems())
+    config = parse_config(text, known_models=known)
+    phases: dict[str, Callable[[], object]] = {
+        "yaml": lambda: rules_module._load_yaml(text, problems()),
+    }
+    validate = getattr(rules_module, "_validate", None)
+    if validate is not None:  # absent in older versions of actors.rules
+        phases["validate"] = lambda: validate(data, problems(), known)
+    phases["shadow"] = lambda: rules_module._shadow_warnings(config.rules)
+    phases["compile"] = lambda: compile_snapshot(config)
+    phases["reload"] = lambda: compile_snapshot(parse_config(text, known_models=known))
+    return phases
+
+
+def time_reload_phases(text: str, repeats: int, warmup: int = 20) -> dict[str, list[float]]:
+    """Per-phase wall times in ms (sorted), phases interleaved so drift hits all of them alike."""
+    assert gc.isenabled(), "measure with gc enabled, as in production"
+    phases = _phase_functions(text, frozenset(MODELS))
+    clock = time.perf_counter_ns
+    for _ in range(warmup):
+        for fn in phases.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in phases}
+    for _ in range(repeats):
+        for name, fn in phases.items():
+            t0 = clock()
+            fn()
+            samples[name].append((clock() - t0) / 1e6)
+    return {name: sorted(values) for name, values in samples.items()}
+
+
+def reload_scenarios(rules: int, seed: int) -> list[tuple[str, str]]:
+    return [
+        ("bundled conf", CONF_PATH.read_text(encoding="utf-8")),
+        (f"random {rules} (shadowing)", synthetic_yaml(rules, seed)),
+        (f"reload.py {rules} (disjoint)", reload_bench_yaml(rules)),
+        (f"random {rules} (no shadowing)", unshadowed_yaml(rules, seed)),
+    ]
+
+
+def report_reload(rules: int, seed: int, repeats: int, out: Callable[[str], None] = print) -> None:
+    out(f"reload work per phase, ms (n={repeats} after warm-up, gc enabled): p50 / p99 / max")
+    for name, text in reload_scenarios(rules, seed):
+        config = parse_config(text)
+        phases = time_reload_phases(text, repeats)
+        cells = "  ".join(
+            f"{phase} {percentile(v, 0.5):.3f}/{percentile(v, 0.99):.3f}/{v[-1]:.3f}"
+            for phase, v in phases.items()
+        )
+        out(f"  {name:<26} rules={len(config.rules):<3} warnings={len(config.warnings):<3} {cells}")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=int, default=200, help="synthetic rule count (default 200)")
@@ -134,6 +232,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--miss-rate", type=float, default=0.02, help="share of never-seen asset classes")
     parser.add_argument("--compile-repeats", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--reload-repeats", type=int, default=300, help="runs per reload phase")
+    parser.add_argument("--reload-only", action="store_true", help="skip the select benchmark")
     return parser.parse_args(argv)
 
 
@@ -142,6 +242,9 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> None:
     out(f"reproduce: {command}")
     out(f"python {sys.version.split()[0]}; iterations={args.iterations} batch={args.batch} "
         f"miss_rate={args.miss_rate} seed={args.seed}")
+    if args.reload_only:
+        report_reload(args.rules, args.seed, args.reload_repeats, out)
+        return
     rng = random.Random(args.seed)
     queries = make_queries(args.iterations, rng, args.miss_rate)
     bundled = compile_snapshot(parse_config(CONF_PATH.read_text(encoding="utf-8")))
@@ -157,6 +260,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> None:
     out(f"parse_config+compile_snapshot ({args.rules} rules, {warnings} shadow warnings): "
         f"p50={percentile(compile_ms, 0.5):.2f} ms  p99={percentile(compile_ms, 0.99):.2f} ms "
         f"(n={args.compile_repeats})")
+    report_reload(args.rules, args.seed, args.reload_repeats, out)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -418,3 +418,25 @@ async def test_ws_predict_streams_answers_with_correlation_ids(config_path: Path
                 while len(seen) < 100:
                     seen.add(json.loads(await ws.get_message())["correlation_id"])
             assert seen == {f"p{i}" for i in range(100)}
+
+
+async def test_concurrent_predictions_are_batched_dynamically(config_path: Path) -> None:
+    """Under concurrent load, single /predict calls share interpreter calls and answer correctly."""
+    async with running_app(config_path, batch_delay_us=50_000) as h:
+        await wait_ready(h)
+        expected = (await h.predict(model_name="fast", features=fast_features(0.2))).json()["prediction"]
+        answers: list[dict] = []
+
+        async def client() -> None:
+            for _ in range(10):
+                r = await h.predict(model_name="fast", features=fast_features(0.2))
+                assert r.status_code == 200
+                answers.append(r.json()["prediction"])
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(16):
+                nursery.start_soon(client)
+        assert len(answers) == 160 and all(a == expected for a in answers)
+        calls = _sample(h, "model_router_dynamic_batch_rows_count")
+        rows = _sample(h, "model_router_dynamic_batch_rows_sum")
+        assert calls > 0 and rows / calls > 1  # some calls carried several requests

@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
+from actors import rules as rules_module
 from actors.rules import (
     ConfigError,
     HorizonRange,
     ModelThreshold,
     RouterConfig,
     RoutingSnapshot,
+    Rule,
     Selection,
     compile_snapshot,
     parse_config,
@@ -576,6 +578,170 @@ def test_shadow_warning_uses_evaluation_order() -> None:
 )
 def test_no_false_shadow_warnings(first: dict[str, Any], second: dict[str, Any]) -> None:
     assert parse_config(make_yaml([first, second])).warnings == ()
+
+
+def glob_covers(a: str, b: str) -> bool:
+    """Conservative 'every string b matches, a matches too' (the documented shadow rule)."""
+    return a == "*" or a == b or (set("*?[").isdisjoint(b) and fnmatch.fnmatchcase(b, a))
+
+
+def brute_force_shadow_warnings(rules: tuple[Rule, ...]) -> tuple[str, ...]:
+    """The O(n^2) definition: the first earlier rule (priority, file order) that covers it."""
+    ordered = sorted(rules, key=lambda r: r.priority)
+    out = []
+    for pos, later in enumerate(ordered):
+        for earlier in ordered[:pos]:
+            if (earlier.horizon.covers(later.horizon) and glob_covers(earlier.asset_class, later.asset_class)
+                    and glob_covers(earlier.symbol, later.symbol)):
+                out.append(
+                    f"rules[{later.index}] can never match: rules[{earlier.index}] is evaluated "
+                    f"earlier (priority {earlier.priority} vs {later.priority}) and covers its match"
+                )
+                break
+    return tuple(out)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_shadow_warnings_match_brute_force(seed: int) -> None:
+    rng = random.Random(seed)
+    horizons = ["*", "<5", "<=5", ">5", ">=5", ">=1 & <10", ">1 & <=5", ">=5 & <=5", "<" + "9" * 400, ">0"]
+    symbols = [*SYMBOL_GLOBS, "BTCUSD", "B"]
+    rules = tuple(
+        Rule(i, rng.choice([*ASSET_GLOBS, "crypto_spot", "c"]), parse_horizon(rng.choice(horizons)),
+             rng.choice(symbols), "m", None, rng.choice([1, 5, 100, 100]), "")
+        for i in range(rng.randint(0, 60))
+    )
+    assert rules_module._shadow_warnings(rules) == brute_force_shadow_warnings(rules)
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+def typed(value: Any) -> Any:
+    """Structure with types spelled out, so 1, 1.0 and True do not compare equal."""
+    if isinstance(value, dict):
+        return ("map", [(typed(k), typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("seq", [typed(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+def load_data(text: str) -> Any:
+    problems = rules_module._Problems()
+    data = rules_module._load_yaml(text, problems)
+    assert problems.details == []
+    return data
+
+
+YAML_DOCS = [
+    # the line-based fast path
+    "a: 1\nb: x\n",
+    "a:\n- 1\n- two\nb:\n  - c: d\n    e: ~\n  -\n  - [nested]\n",
+    "m:\n  k: {x: 1, y: 'q', z: \"a # b\", w: fx*}\n  l: [a, 'b', \"c\", 1.5]\n  e: {}\n  f: [ ]\n",
+    "k: yes\nl: No\nm: on\nn: 010\no: 0x1F\np: 1_000\nq: 1:30\nr: .inf\ns: null\nt: 3.0\nu: 1e5\n",
+    "yes: 1\nnull: 2\noff: 3\n",
+    "a: b  # comment\n# full line\n   # indented comment\nc:   \nd: 'x'   # c\ne: a b  c\nf: http://h:1/p\n",
+    "- x\n- y: 1\n  z:\n    w: 2\n- ",
+    # outside the subset: PyYAML decides
+    "a:\n  - - nested\n",
+    "a: &anchor {b: 1}\nc: *anchor\n",
+    "base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\n",
+    "a: 2024-01-01\nb: !!str 5\nc: |\n  block\n  text\n",
+    "a: multi\n  line\nb: 'x\ty'\n",
+    "a: 1\r\nb: 2\r\n",
+    "---\na: caf\u00e9\n...\n",
+    "a: \"esc\\taped\"\nb: 'it''s'\nc: -5\nd: [a, [b]]\n",
+    "",
+    "# only a comment\n",
+]
+
+
+@pytest.mark.parametrize("text", YAML_DOCS)
+def test_yaml_loading_matches_pyyaml(text: str) -> None:
+    assert typed(load_data(text)) == typed(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize("text", YAML_DOCS[:7])
+def test_fast_path_is_taken_and_matches_pyyaml(text: str) -> None:
+    assert typed(rules_module._load_subset(text)) == typed(yaml.safe_load(text))
+
+
+def test_equal_keys_spelled_differently_are_duplicates() -> None:
+    err = config_error("model_router: {default_model: b}\nyes: 1\non: 2\n")
+    assert "duplicate key True" in detail_for(err, "<document>.True")
+
+
+def test_bundled_and_generated_configs_load_like_pyyaml() -> None:
+    texts = [CONF_PATH.read_text(encoding="utf-8"),
+             make_yaml([rule(f"m{i}", asset=f"a{i % 7}", horizon=f"<{i + 1}", priority=i) for i in range(50)])]
+    for text in texts:
+        assert typed(load_data(text)) == typed(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a: b: c\n", "invalid YAML at line 1, column 5"),
+        ("a: 1\n  b: 2\n", "invalid YAML at line 2"),
+        ("a: [1, 2\n", "invalid YAML at line 2"),
+        ("a: {b: [1]: 2}\n", "invalid YAML at line 1"),
+        ("a: *missing\n", "invalid YAML at line 1, column 4"),
+        ("? [a]\n: 1\n", "invalid YAML at line 1"),
+    ],
+)
+def test_invalid_yaml_located(text: str, fragment: str) -> None:
+    err = config_error(text)
+    assert err.details[0]["path"] == "<document>"
+    assert fragment in err.details[0]["message"], err.details
+
+
+def test_duplicate_keys_rejected_with_paths() -> None:
+    text = """model_router:
+  rules:
+    - match: {asset_class: "crypto", asset_class: "fx"}
+      model: m
+      model: n
+  config:
+    default_model: b
+    max_cached_models: 0
+  config:
+    default_model: b
+extra: 1
+extra: 2
+"""
+    err = config_error(text)
+    assert detail_for(err, "rules[0].match.asset_class") == (
+        "duplicate key 'asset_class' at line 3, column 38 (first defined at line 3, column 15)"
+    )
+    assert "line 5, column 7 (first defined at line 4, column 7)" in detail_for(err, "rules[0].model")
+    assert "duplicate key 'config'" in detail_for(err, "config")
+    assert "duplicate key 'extra'" in detail_for(err, "<document>.extra")
+    # later problems are still reported (PyYAML's last-wins data is validated)
+    assert "<document>.extra" in paths_of(err)
+    assert "(+" in err.message
+
+
+def test_duplicate_model_router_key() -> None:
+    err = config_error("model_router: {default_model: a}\nmodel_router: {default_model: b}\n")
+    assert "duplicate key 'model_router'" in detail_for(err, "<document>.model_router")
+
+
+def test_duplicate_keys_found_on_slow_path_too() -> None:
+    text = "model_router:\n  default_model: &m b\n  config: {default_model: *m, default_model: b}\n"
+    assert "duplicate key" in detail_for(config_error(text), "config.default_model")
+
+
+def test_merge_keys_are_not_duplicates() -> None:
+    text = """model_router:
+  config: {default_model: b}
+  model_thresholds:
+    base: &limits {max_latency_ms: 3, min_samples: 10}
+    m:
+      <<: *limits
+      min_samples: 20
+"""
+    config = parse_config(text)
+    assert config.threshold_for("m") == ModelThreshold(max_latency_ms=3, min_samples=20)
 
 
 # --------------------------------------------------------------------------- hash and serialisation
