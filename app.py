@@ -89,6 +89,7 @@ class Options:
     worker_index: int = 0
     batch_max_size: int = 32
     batch_delay_us: float = 500.0
+    batch_min_call_us: float = 20.0
 
 
 @attrs.define
@@ -245,7 +246,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         await actors.start("health_monitor", partial(health_monitor.run, health, health_recv))
         batcher = None
         if options.batch_max_size > 1:
-            batcher = Batcher(BatchSettings(options.batch_max_size, options.batch_delay_us), metrics)
+            batcher = Batcher(BatchSettings(options.batch_max_size, options.batch_delay_us,
+                                            options.batch_min_call_us), metrics)
         predictor = Predictor(state, cache, metrics, transitions, health, feed, batcher)
         await actors.start("switch_feed", partial(switch_feed.run, feed, trigger_recv, outbox,
                                                   predictor.serving_for))
@@ -1002,6 +1004,9 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--batch-delay-us", type=float,
                         default=float(environ.get("MODEL_ROUTER_BATCH_DELAY_US", "500")),
                         help="dynamic batching: longest a request waits for others, microseconds")
+    parser.add_argument("--batch-min-call-us", type=float,
+                        default=float(environ.get("MODEL_ROUTER_BATCH_MIN_CALL_US", "20")),
+                        help="dynamic batching: only for model versions whose single call costs this much")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
@@ -1013,6 +1018,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         access_log=args.access_log, state_file=Path(args.state_file).resolve() if args.state_file else None,
         workers=max(1, args.workers), worker_index=args.worker_index,
         batch_max_size=args.batch_max_size, batch_delay_us=max(0.0, args.batch_delay_us),
+        batch_min_call_us=max(0.0, args.batch_min_call_us),
     )
     return options, args.log_level
 

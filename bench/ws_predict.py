@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import trio
 from trio_websocket import open_websocket_url
 
@@ -62,7 +63,7 @@ async def single_connection(url: str, window: int, stop_at: float, latencies: li
         for _ in range(window):
             await send_one()
         while sent_at:
-            answer = json.loads(await ws.get_message())
+            answer = orjson.loads(await ws.get_message())
             started = sent_at.pop(answer["correlation_id"])
             latencies.append(time.perf_counter() - started)
             counter[0] += 1
@@ -76,7 +77,7 @@ async def list_connection(url: str, batch: int, stop_at: float, latencies: list[
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
             await ws.send_message(message)
-            answer = json.loads(await ws.get_message())
+            answer = orjson.loads(await ws.get_message())
             assert answer["type"] == "predictions" and answer["failed"] == 0, answer.get("failed")
             latencies.append(time.perf_counter() - started)
             counter[0] += 1

@@ -422,7 +422,7 @@ async def test_ws_predict_streams_answers_with_correlation_ids(config_path: Path
 
 async def test_concurrent_predictions_are_batched_dynamically(config_path: Path) -> None:
     """Under concurrent load, single /predict calls share interpreter calls and answer correctly."""
-    async with running_app(config_path, batch_delay_us=50_000) as h:
+    async with running_app(config_path, batch_delay_us=50_000, batch_min_call_us=0) as h:
         await wait_ready(h)
         expected = (await h.predict(model_name="fast", features=fast_features(0.2))).json()["prediction"]
         answers: list[dict] = []

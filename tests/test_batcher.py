@@ -55,10 +55,19 @@ async def test_no_contention_runs_inline() -> None:
     assert runner.calls == [1] and out.tolist() == [20.0] and batcher.open == {}
 
 
+async def test_cheap_models_are_never_batched() -> None:
+    """Below min_call_us a batch would cost more than it saves: every request runs inline."""
+    runner = Runner()
+    batcher = Batcher(BatchSettings(min_call_us=1e9), Metrics())
+    results = await submit_all(batcher, runner, 12)
+    assert runner.calls == [1] * 12 and len(results) == 12
+    assert batcher.call_us[("m", "1")] < 1e9  # the cost was measured
+
+
 async def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
     runner = Runner()
     metrics = Metrics()
-    results = await submit_all(Batcher(BatchSettings(max_batch_size=32), metrics), runner, 12)
+    results = await submit_all(Batcher(BatchSettings(max_batch_size=32, min_call_us=0), metrics), runner, 12)
     assert sum(runner.calls) == 12 and len(runner.calls) < 12  # fewer calls than requests
     assert max(runner.calls) > 1
     assert {i: r.tolist() for i, r in results.items()} == {i: [i * 10.0] for i in range(12)}
@@ -67,14 +76,14 @@ async def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> No
 
 async def test_batches_never_exceed_max_batch_size() -> None:
     runner = Runner()
-    results = await submit_all(Batcher(BatchSettings(max_batch_size=4), Metrics()), runner, 10)
+    results = await submit_all(Batcher(BatchSettings(max_batch_size=4, min_call_us=0), Metrics()), runner, 10)
     assert sum(runner.calls) == 10 and max(runner.calls) <= 4
     assert len(results) == 10
 
 
 async def test_an_error_reaches_every_member() -> None:
     runner = Runner(fail=True)
-    batcher = Batcher(BatchSettings(), Metrics())
+    batcher = Batcher(BatchSettings(min_call_us=0), Metrics())
     errors: list[str] = []
 
     async def one(i: int) -> None:
@@ -91,7 +100,7 @@ async def test_an_error_reaches_every_member() -> None:
 async def test_cancelled_callers_never_strand_the_others() -> None:
     """Callers that give up (even one leading a batch: its wait is shielded) leave the rest answered."""
     runner = Runner()
-    batcher = Batcher(BatchSettings(), Metrics())
+    batcher = Batcher(BatchSettings(min_call_us=0), Metrics())
     batcher.last_arrival[("m", "1")] = trio.current_time()  # traffic just arrived: contention
     answered: dict[int, list[float]] = {}
 
