@@ -504,6 +504,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+KEEP_MARKER = "<!-- below: other benches, kept when http_predict.py rewrites the part above -->"
+
+
+def write_results(path: Path, generated: str) -> None:
+    """Replace the generated HTTP part; keep everything from KEEP_MARKER on."""
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        if KEEP_MARKER in old:
+            kept = old[old.index(KEEP_MARKER):]
+    path.write_text(generated.rstrip("\n") + "\n\n" + kept if kept else generated)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command = shlex.join([".venv/bin/python", "bench/http_predict.py", *(sys.argv[1:] if argv is None else argv)])
@@ -543,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.results:
             text = report(runs, batch_runs, args, command, machine(), versions(ROUTER_PY, ROUTER_PACKAGES),
                           versions(PEER_PY, PEER_PACKAGES))
-            Path(args.results).write_text(text)
+            write_results(Path(args.results), text)
             print(f"\nwrote {args.results}")
     except BenchError as exc:
         print(f"http_predict: {exc}", file=sys.stderr)
