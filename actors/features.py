@@ -63,7 +63,11 @@ _NUMBER_TYPES = frozenset({int, float})
 
 
 def _quick_values(features: Any, names: Sequence[str], window: int) -> list[float] | None:
-    """The flat input values when everything is well-formed, else None (the caller explains why)."""
+    """The flat input values when everything is well-formed, else None (the caller explains why).
+
+    One chained comparison per value accepts exactly the finite numbers within float32
+    range: it is false for NaN and for infinities too.
+    """
     if type(features) is not dict or len(features) != len(names):
         return None
     try:
@@ -79,10 +83,27 @@ def _quick_values(features: Any, names: Sequence[str], window: int) -> list[floa
     except KeyError:
         return None
     number_types = _NUMBER_TYPES
+    low, high = -FLOAT32_MAX, FLOAT32_MAX
     for value in values:
         if type(value) not in number_types:
             return None
+        try:
+            if not low <= value <= high:
+                return None
+        except OverflowError:  # an int too large to compare with a float
+            return None
     return values
+
+
+def feature_values(features: Any, names: Sequence[str], window: int) -> list[float]:
+    """Validated flat input values (feature-major); raises the same 422s as ``feature_row``.
+
+    Batch callers collect these lists and build one matrix for a whole group.
+    """
+    values = _quick_values(features, names, window)
+    if values is not None:
+        return values
+    return _checked_row(features, names, window, None).tolist()
 
 
 def feature_row(
@@ -92,21 +113,16 @@ def feature_row(
 
     Raises :class:`ApiError` (422) naming the offending feature. When ``out`` is given
     (a float32 view of length ``len(names) * window``) the row is written into it, which
-    lets batch callers fill one preallocated matrix. Well-formed input takes a vectorised
-    path; anything else goes through the per-feature checks that name the problem.
+    lets batch callers fill one preallocated matrix. Well-formed input takes a fast path;
+    anything else goes through the per-feature checks that name the problem.
     """
     values = _quick_values(features, names, window)
-    if values is not None:
-        try:
-            wide = np.array(values, dtype=np.float64)
-        except OverflowError:
-            wide = None
-        if wide is not None and np.isfinite(wide).all() and float(np.abs(wide).max()) <= FLOAT32_MAX:
-            if out is None:
-                return wide.astype(np.float32)
-            out[:] = wide
-            return out
-    return _checked_row(features, names, window, out)
+    if values is None:
+        return _checked_row(features, names, window, out)
+    if out is None:
+        return np.array(values, dtype=np.float32)
+    out[:] = values
+    return out
 
 
 def _checked_row(features: Any, names: Sequence[str], window: int, out: np.ndarray | None) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from actors.batcher import Batcher
 from actors.errors import ApiError, bad_request
-from actors.features import check_finite_number, feature_row
+from actors.features import check_finite_number, feature_row, feature_values
 from actors.health_monitor import HealthMonitor, Observation
 from actors.metrics import Metrics
 from actors.model_cache import ModelCache
@@ -453,7 +453,7 @@ class Predictor:
                 if model is None:
                     model, fallback_from = await self.first_usable(request, selection)
                 meta = model.metadata
-                row = feature_row(request.features, meta.features, meta.window)
+                row = feature_values(request.features, meta.features, meta.window)
             except ApiError as error:
                 results[index] = {"index": index, **error.to_body(), "status": error.status}
                 continue
@@ -551,10 +551,10 @@ class Group:
     indexes: list[int] = attrs.field(factory=list)
     requests: list[PredictRequest] = attrs.field(factory=list)
     selections: list[Selection | None] = attrs.field(factory=list)
-    rows: list[np.ndarray] = attrs.field(factory=list)
+    rows: list[list[float]] = attrs.field(factory=list)
     fallbacks: list[str | None] = attrs.field(factory=list)
 
-    def add(self, index: int, request: PredictRequest, selection: Selection | None, row: np.ndarray,
+    def add(self, index: int, request: PredictRequest, selection: Selection | None, row: list[float],
             fallback_from: str | None) -> None:
         self.indexes.append(index)
         self.requests.append(request)
