@@ -213,7 +213,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         feed.trigger(f"breaker_{'open' if new == 'open' else 'closed' if new == 'closed' else 'half_open'}")
         transitions.breaker_changed(key, new)
 
-    health = HealthMonitor(health_send, metrics, BreakerBoard(BreakerSettings(), metrics, breaker_changed))
+    health = HealthMonitor(health_send, metrics,
+                           BreakerBoard(BreakerSettings(), metrics, breaker_changed, clock=trio.current_time))
     outbox = disabled_outbox(metrics)
     preload = preload_list(options, config)
     unknown = sorted(set(options.preload) - set(list_repository(repository)))

@@ -100,6 +100,9 @@ class BreakerBoard:
     metrics: Metrics
     on_change: Callable[[ModelKey, str, str], None] = lambda key, old, new: None
     breakers: dict[ModelKey, Breaker] = attrs.field(factory=dict)
+    # The service passes trio.current_time (so tests can drive it with autojump_clock);
+    # the default reads the monotonic clock at call time.
+    clock: Callable[[], float] = attrs.field(default=lambda: time.monotonic())
 
     def _set(self, key: ModelKey, breaker: Breaker) -> None:
         old = self.breakers.get(key, Breaker())
@@ -113,7 +116,7 @@ class BreakerBoard:
         breaker = self.breakers.get(key)
         if breaker is None:
             return True
-        allowed, updated = allow(breaker, time.monotonic(), self.settings)
+        allowed, updated = allow(breaker, self.clock(), self.settings)
         if updated is not breaker:
             self._set(key, updated)
         return allowed
@@ -125,16 +128,16 @@ class BreakerBoard:
             return False
         if breaker.state == "open":
             opened = breaker.opened_at or 0.0
-            return time.monotonic() - opened < self.settings.open_seconds
+            return self.clock() - opened < self.settings.open_seconds
         return breaker.probes_in_flight >= self.settings.half_open_probes
 
     def success(self, key: ModelKey) -> None:
         breaker = self.breakers.get(key)
         if breaker is not None:
-            self._set(key, on_success(breaker, time.monotonic(), self.settings))
+            self._set(key, on_success(breaker, self.clock(), self.settings))
 
     def failure(self, key: ModelKey) -> None:
-        self._set(key, on_failure(self.breakers.get(key, Breaker()), time.monotonic(), self.settings))
+        self._set(key, on_failure(self.breakers.get(key, Breaker()), self.clock(), self.settings))
 
     def abandon(self, key: ModelKey) -> None:
         breaker = self.breakers.get(key)

@@ -330,3 +330,22 @@ async def test_observe_after_the_actor_stopped_counts_a_drop() -> None:
     await recv.aclose()
     monitor.observe(_obs())
     assert metrics.registry.get_sample_value("model_router_health_observations_dropped_total") == 1
+
+
+async def test_breaker_cycle_on_the_trio_clock(autojump_clock: trio.testing.MockClock) -> None:
+    """The board as the service runs it (trio's clock): open for 30 s, one probe, then closed."""
+    changes: list[tuple[tuple[str, str], str, str]] = []
+    board = BreakerBoard(BreakerSettings(failure_threshold=5, open_seconds=30.0), Metrics(),
+                         lambda key, old, new: changes.append((key, old, new)), clock=trio.current_time)
+    key = ("fast", "2")
+    for _ in range(5):
+        board.failure(key)
+    assert board.state(key) == "open" and not board.allow(key)
+    await trio.sleep(29)
+    assert not board.allow(key) and board.is_open(key)
+    await trio.sleep(2)
+    assert board.allow(key)  # the probe
+    assert board.state(key) == "half_open" and not board.allow(key)  # only one probe at a time
+    board.success(key)
+    assert board.state(key) == "closed" and board.allow(key)
+    assert [new for _, _, new in changes] == ["open", "half_open", "closed"]
