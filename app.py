@@ -54,6 +54,7 @@ from actors.config_watcher import ConfigWatcher, ReloadCommand, read_config_text
 from actors.control_bus import ControlBus
 from actors.errors import ApiError, bad_request, not_found
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor
+from actors.health_stats import AlertThresholds
 from actors.metrics import Metrics
 from actors.model_cache import CacheRequest, ModelCache, cache_limits
 from actors.model_repo import list_repository, parse_metadata, version_dir
@@ -215,6 +216,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
 
     health = HealthMonitor(health_send, metrics,
                            BreakerBoard(BreakerSettings(), metrics, breaker_changed, clock=trio.current_time))
+    apply_switching_settings(health, config)
     outbox = disabled_outbox(metrics)
     preload = preload_list(options, config)
     unknown = sorted(set(options.preload) - set(list_repository(repository)))
@@ -225,6 +227,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         return frozenset({state.config.settings.default_model, *preload})
 
     def config_applied(applied: RouterConfig, started_at: float) -> None:
+        apply_switching_settings(health, applied)
         cache.preload((applied.settings.default_model,))
         feed.trigger("rules_reload", started_at=started_at)
 
@@ -305,6 +308,16 @@ async def _stop_on_signals(stop: trio.Event) -> None:
             log.info("received %s: draining HTTP, then stopping actors", signal.Signals(signum).name)
             stop.set()
             return
+
+
+def apply_switching_settings(health: HealthMonitor, config: RouterConfig) -> None:
+    """Put the config's ``switching:`` limits in force (rebinding two immutable values)."""
+    switching = config.switching
+    health.breakers.settings = BreakerSettings(failure_threshold=switching.breaker_failures,
+                                               open_seconds=switching.breaker_open_seconds)
+    health.alerts = AlertThresholds(error_rate=switching.alert_error_rate,
+                                    latency_p95_ms=switching.alert_latency_p95_ms,
+                                    min_requests=switching.min_requests)
 
 
 def mirror_handlers(service: Service) -> dict[str, control_bus.Handler]:

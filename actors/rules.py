@@ -33,6 +33,7 @@ __all__ = [
     "RoutingSnapshot",
     "Rule",
     "Selection",
+    "SwitchingSettings",
     "compile_snapshot",
     "parse_config",
     "parse_horizon",
@@ -308,6 +309,17 @@ class ReloadSettings:
 
 
 @attrs.frozen
+class SwitchingSettings:
+    """Health limits the switching machinery applies (circuit breakers and alert thresholds)."""
+
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 30.0
+    alert_error_rate: float = 0.05
+    alert_latency_p95_ms: float = 5000.0
+    min_requests: int = 20
+
+
+@attrs.frozen
 class RouterConfig:
     """A fully validated config; ``config_hash`` identifies it in selections and metrics."""
 
@@ -317,6 +329,7 @@ class RouterConfig:
     reload: ReloadSettings
     config_hash: str
     warnings: tuple[str, ...] = ()
+    switching: SwitchingSettings = attrs.field(factory=SwitchingSettings)
 
     def threshold_for(self, model: str) -> ModelThreshold | None:
         """Thresholds configured for ``model``, or None when it has none."""
@@ -334,6 +347,7 @@ class RouterConfig:
             "config": settings,
             "thresholds": {name: attrs.asdict(t) for name, t in self.thresholds},
             "reload": attrs.asdict(self.reload),
+            "switching": attrs.asdict(self.switching),
             "config_hash": self.config_hash,
             "warnings": list(self.warnings),
         }
@@ -440,12 +454,13 @@ def _opt_number(m: Mapping[Any, Any], key: str, path: str, probs: _Problems, def
 # --------------------------------------------------------------------------- section parsers
 
 
-_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "default_model")
+_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "switching", "default_model")
 _RULE_KEYS = ("match", "model", "fallback", "priority", "description")
 _MATCH_KEYS = ("asset_class", "horizon_ms", "symbol")
 _CONFIG_KEYS = tuple(f.name for f in attrs.fields(RouterSettings))
 _THRESHOLD_KEYS = tuple(f.name for f in attrs.fields(ModelThreshold))
 _RELOAD_KEYS = tuple(f.name for f in attrs.fields(ReloadSettings))
+_SWITCHING_KEYS = tuple(f.name for f in attrs.fields(SwitchingSettings))
 
 
 class _ModelRefs:
@@ -672,6 +687,28 @@ def _parse_reload(value: Any, probs: _Problems) -> ReloadSettings:
         backup_on_reload=_opt_bool(m, "backup_on_reload", path, probs, True),
         debounce_ms=_opt_int(m, "debounce_ms", path, probs, 100, lo=0, hi=10000),
         backup_count=_opt_int(m, "backup_count", path, probs, 10, lo=1, hi=1000),
+    )
+
+
+def _parse_switching(value: Any, probs: _Problems) -> SwitchingSettings:
+    path = "switching"
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _SWITCHING_KEYS, path, probs)
+    defaults = SwitchingSettings()
+
+    def number(key: str, default: float, lo: float, hi: float) -> float:
+        value = _opt_number(m, key, path, probs, default)
+        if value is None or not lo <= value <= hi:
+            probs.add(f"{path}.{key}", f"must be a number in [{lo:g}, {hi:g}], got {_describe(m.get(key))}")
+            return default
+        return float(value)
+
+    return SwitchingSettings(
+        breaker_failures=_opt_int(m, "breaker_failures", path, probs, defaults.breaker_failures, lo=1, hi=10_000),
+        breaker_open_seconds=number("breaker_open_seconds", defaults.breaker_open_seconds, 0.001, 86_400),
+        alert_error_rate=number("alert_error_rate", defaults.alert_error_rate, 0.0, 1.0),
+        alert_latency_p95_ms=number("alert_latency_p95_ms", defaults.alert_latency_p95_ms, 0.001, 3_600_000),
+        min_requests=_opt_int(m, "min_requests", path, probs, defaults.min_requests, lo=1, hi=1_000_000),
     )
 
 
@@ -1201,6 +1238,7 @@ def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) 
     settings = _parse_settings(root, probs, refs)
     thresholds = _parse_thresholds(root.get("model_thresholds"), probs, refs)
     reload_settings = _parse_reload(root.get("reload"), probs)
+    switching = _parse_switching(root.get("switching"), probs)
     if known_models is not None:
         refs.check(frozenset(known_models), probs)
     if probs.details:
@@ -1212,6 +1250,7 @@ def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) 
         reload=reload_settings,
         config_hash=_hash_data(data),
         warnings=_shadow_warnings(rules),
+        switching=switching,
     )
 
 

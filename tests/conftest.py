@@ -59,6 +59,7 @@ def render_config(
     redis_url: str | None = None,
     reload: str = "",
     config_extra: str = "",
+    switching: str = "",
 ) -> str:
     rules = (
         rules
@@ -88,6 +89,7 @@ def render_config(
         "  reload:\n"
         "    debounce_ms: 20\n"
         f"{reload}"
+        + (f"  switching:\n{switching}" if switching else "")
     )
 
 

@@ -27,6 +27,7 @@ from actors.rules import (
     RoutingSnapshot,
     Rule,
     Selection,
+    SwitchingSettings,
     compile_snapshot,
     parse_config,
     parse_horizon,
@@ -901,3 +902,19 @@ def test_randomized_against_reference(seed: int) -> None:
         got = snap.select(asset, horizon, symbol)
         expected = reference_select(rules, terms, "dflt", asset, horizon, symbol)
         assert (got.model, got.rule_index) == expected, (asset, horizon, symbol)
+
+
+def test_switching_section_defaults_values_and_errors() -> None:
+    """``switching:`` is optional, typed and bounded; every bad field is named."""
+    base = "model_router:\n  config: {default_model: a}\n"
+    assert parse_config(base).switching == SwitchingSettings()
+    custom = parse_config(base + "  switching: {breaker_failures: 2, breaker_open_seconds: 0.5, "
+                                 "alert_error_rate: 0.2, alert_latency_p95_ms: 50, min_requests: 3}\n")
+    assert custom.switching == SwitchingSettings(2, 0.5, 0.2, 50.0, 3)
+    assert custom.to_dict()["switching"]["breaker_failures"] == 2
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base + "  switching: {breaker_failures: 0, alert_error_rate: 2, alert_latency_p95_ms: -1, "
+                            "min_requests: 1.5, extra: 1}\n")
+    paths = {d["path"] for d in caught.value.details}
+    assert paths == {"switching.breaker_failures", "switching.alert_error_rate", "switching.alert_latency_p95_ms",
+                     "switching.min_requests", "switching.extra"}

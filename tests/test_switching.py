@@ -313,3 +313,25 @@ async def test_breaker_opens_and_traffic_goes_to_the_fallback(config_path: Path,
         assert 'model_router_breaker_state{model="fast",version="2"} 2.0' in metrics
         explicit = await h.predict(model_name="fast", model_version="2", features=fast_features())
         assert explicit.status_code == 503
+
+
+async def test_switching_limits_come_from_the_config_and_reload_live(config_path: Path, repo: Path) -> None:
+    """``switching.breaker_failures`` applies at start and changes with a reload, no restart."""
+    write_broken_version(repo, "fast", "2")  # served by "latest", fails on every call
+    config_path.write_text(render_config(repo, switching="    breaker_failures: 3\n"))
+    async with running_app(config_path) as h:
+        breakers = h.service.health.breakers
+        for i in range(2):
+            await h.predict(asset_class="crypto", horizon_ms=10, symbol=f"L{i}", features=fast_features())
+        assert breakers.state(("fast", "2")) == "closed"  # 2 failures < 3
+        await h.predict(asset_class="crypto", horizon_ms=10, symbol="L2", features=fast_features())
+        assert breakers.state(("fast", "2")) == "open"
+        assert (await h.client.get("/rules")).json()["switching"]["breaker_failures"] == 3
+
+        seen = h.service.watcher.attempts
+        config_path.write_text(render_config(repo, switching="    breaker_failures: 9\n    alert_error_rate: 0.5\n"))
+        with trio.fail_after(2):
+            event = await h.service.watcher.wait_for_attempt(seen)
+        assert event.success
+        assert breakers.settings.failure_threshold == 9
+        assert h.service.health.alerts.error_rate == 0.5
