@@ -740,18 +740,13 @@ def create_app(service: Service) -> QuartTrio:
             body["ab"] = service.health.ab_report(op.id, op.from_version, op.to_version)
         return json_response(body)
 
-    @app.post("/switches/<operation_id>/abort")
+    @app.post("/switches/<operation_id>/<any(abort, promote):action>")
     @admin
-    async def switch_abort(operation_id: str) -> Response:
-        operation = await service.transitions.abort(operation_id)
-        service.control.publish("abort", operation_id=operation_id)
-        return json_response(operation.to_dict())
-
-    @app.post("/switches/<operation_id>/promote")
-    @admin
-    async def switch_promote(operation_id: str) -> Response:
-        operation = await service.transitions.promote(operation_id)
-        service.control.publish("promote", operation_id=operation_id)
+    async def switch_stop(operation_id: str, action: str) -> Response:
+        """Abort (back to the old version) or promote (on to the new one) a running switch."""
+        stop = service.transitions.abort if action == "abort" else service.transitions.promote
+        operation = await stop(operation_id)
+        service.control.publish(action, operation_id=operation_id)
         return json_response(operation.to_dict())
 
     @app.post("/feedback")
