@@ -596,10 +596,8 @@ def parse_json(data: bytes) -> Any:
     """
     if not data:
         raise bad_request("request body must be JSON")
-    try:
+    with contextlib.suppress(orjson.JSONDecodeError):  # the stdlib below phrases the error
         return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
     try:
         return json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:

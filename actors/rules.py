@@ -8,6 +8,7 @@ tested exhaustively against a brute-force reference.  Callers read files, resolv
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -877,12 +878,14 @@ _PLAIN_VALUE_LIMIT = 4096
 _PLAIN_VALUES: dict[str, Any] = {}
 
 
+_UNSEEN = object()  # _PLAIN_VALUES holds None for YAML nulls, so a sentinel marks misses
+
+
 def _plain_value(text: str) -> Any:
     """A plain scalar typed exactly as SafeLoader types it (values memoized: all immutable)."""
-    try:
-        return _PLAIN_VALUES[text]
-    except KeyError:
-        pass
+    known = _PLAIN_VALUES.get(text, _UNSEEN)
+    if known is not _UNSEEN:
+        return known
     value = _node_data(yaml.ScalarNode(_PLAIN_TAGS.get(text) or _plain_tag(text), text), set(), [])
     if len(_PLAIN_VALUES) >= _PLAIN_VALUE_LIMIT:
         _PLAIN_VALUES.clear()
@@ -1066,10 +1069,8 @@ def _load_yaml(text: str, probs: _Problems) -> Any:
     ``yaml.load(text, Loader=SafeLoader)`` returns.  Repeated keys (which PyYAML silently
     resolves as last-wins) are reported as problems with their paths.
     """
-    try:
+    with contextlib.suppress(_Slow):  # outside the plain subset: take the libyaml route below
         return _load_subset(text)
-    except _Slow:
-        pass
     try:
         node = yaml.compose(text, Loader=_ComposeLoader)
         if node is None:

@@ -105,7 +105,7 @@ end
 
 
 class BenchError(RuntimeError):
-    pass
+    """A server did not start, exited, or answered wrongly: the bench stops with this message."""
 
 
 @dataclass
@@ -254,7 +254,8 @@ class Server:
                     if reply.status == 200:
                         return
             except (OSError, urllib.error.URLError):
-                pass
+                time.sleep(0.1)  # not listening yet
+                continue
             time.sleep(0.1)
         raise BenchError(f"{self.target} not ready within {timeout:.0f} s:\n{self.tail()}")
 

@@ -30,6 +30,7 @@ The server is stopped with SIGTERM at the end and its exit code reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -259,11 +260,9 @@ async def wait_ready(base: str, process: subprocess.Popen, timeout: float) -> No
         while True:
             if process.poll() is not None:
                 raise StartupFailed(f"server exited with code {process.returncode} before it was ready")
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
                 if (await client.get("/health/ready")).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             if trio.current_time() > deadline:
                 raise StartupFailed(f"server not ready after {timeout:g} s")
             await trio.sleep(0.1)

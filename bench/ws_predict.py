@@ -13,6 +13,7 @@ it from this process pinned to CPU 1 with trio-websocket clients. Two shapes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -110,15 +111,13 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
 async def wait_ready(port: int, timeout: float = 30) -> None:
     with trio.fail_after(timeout):
         while True:
-            try:
+            with contextlib.suppress(OSError):  # not listening yet
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
                 await stream.send_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 head = await stream.receive_some(64)
                 await stream.aclose()
                 if b" 200 " in head:
                     return
-            except OSError:
-                pass
             await trio.sleep(0.2)  # polling a separate process's readiness (benchmark only)
 
 
