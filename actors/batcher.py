@@ -26,9 +26,9 @@ import trio
 
 from actors.errors import ApiError
 from actors.metrics import Metrics
+from actors.model_cache import ModelKey
 from actors.tflite_backend import LoadedModel
 
-ModelKey = tuple[str, str]
 COST_SAMPLES = 16
 Runner = Callable[[LoadedModel, np.ndarray], np.ndarray]
 

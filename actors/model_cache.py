@@ -26,7 +26,7 @@ import trio
 from actors.cache_policy import Resident, plan_evictions
 from actors.errors import ApiError, not_found, unavailable
 from actors.metrics import Metrics
-from actors.model_repo import list_repository, version_dir
+from actors.model_repo import latest_version, list_repository, version_dir
 from actors.tflite_backend import LoadedModel, ModelLoadError, load_model
 
 log = logging.getLogger("model_router.model_cache")
@@ -227,7 +227,7 @@ class _CacheActor:
             if request.name not in active:
                 remaining = [v for (n, v) in models if n == request.name]
                 if remaining:
-                    active[request.name] = max(remaining, key=int)
+                    active[request.name] = latest_version(remaining)
             self.publish(models=models, active=active)
             log.info("unloaded %s@%s", *key)
         if request.reply is not None:
@@ -295,7 +295,7 @@ class _CacheActor:
         if not versions:
             _reply(request.reply, LoadResult(error=self.missing(request.name, None)))
             return
-        newest = max(versions, key=int)
+        newest = latest_version(versions)
         try:
             model = await self.load_one(request.name, newest)
         except ModelLoadError as exc:
@@ -376,8 +376,6 @@ async def run(
                 actor.unload(request)
                 continue
             key = (request.name, request.version)
-            if request.force:
-                actor.failed_at.pop((request.name, request.version or ""), None)
             joining = key in actor.waiters
             replies = actor.waiters.setdefault(key, [])
             if request.reply is not None:

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ def is_version_name(name: str) -> bool:
     return _VERSION_RE.fullmatch(name) is not None
 
 
-def latest_version(versions: tuple[str, ...]) -> str | None:
+def latest_version(versions: Iterable[str]) -> str | None:
     """Highest version by numeric value ("10" beats "9"); non-version strings are ignored."""
     valid = [v for v in versions if is_version_name(v)]
     return max(valid, key=int) if valid else None

@@ -31,6 +31,7 @@ from actors.features import check_finite_number, feature_row, feature_values
 from actors.health_monitor import HealthMonitor, Observation
 from actors.metrics import Metrics
 from actors.model_cache import ModelCache
+from actors.model_repo import latest_version
 from actors.recent_symbols import SymbolRoute
 from actors.router import RouterState
 from actors.rules import Selection
@@ -133,18 +134,6 @@ class Resolved:
     fallback_from: str | None = None
 
 
-@attrs.frozen
-class Pending:
-    """A batch item ready to run: its request, its model and its input row."""
-
-    index: int
-    request: PredictRequest
-    selection: Selection | None
-    resolved: Resolved
-    row: np.ndarray
-    operation_id: str | None
-
-
 @attrs.define
 class Predictor:
     """Request-path logic over the router, the model cache, the transition manager and health."""
@@ -237,7 +226,7 @@ class Predictor:
         if active is not None:
             return active
         versions = [v for v in self.cache.view.catalog.get(name, ()) if v not in self.transitions.excluded(name)]
-        return max(versions, key=int) if versions else None
+        return latest_version(versions)
 
     def serving_for(self, route: SymbolRoute) -> str | None:
         """Read-only: which ``name@version`` would answer this symbol now (for switch events)."""

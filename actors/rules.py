@@ -878,19 +878,21 @@ _PLAIN_VALUE_LIMIT = 4096
 _PLAIN_VALUES: dict[str, Any] = {}
 
 
-_UNSEEN = object()  # _PLAIN_VALUES holds None for YAML nulls, so a sentinel marks misses
-
-
 def _plain_value(text: str) -> Any:
     """A plain scalar typed exactly as SafeLoader types it (values memoized: all immutable)."""
-    known = _PLAIN_VALUES.get(text, _UNSEEN)
-    if known is not _UNSEEN:
+    known = _PLAIN_VALUES.get(text, _MISSING)
+    if known is not _MISSING:
         return known
     value = _node_data(yaml.ScalarNode(_PLAIN_TAGS.get(text) or _plain_tag(text), text), set(), [])
-    if len(_PLAIN_VALUES) >= _PLAIN_VALUE_LIMIT:
-        _PLAIN_VALUES.clear()
-    _PLAIN_VALUES[text] = value
+    _remember(_PLAIN_VALUES, text, value)
     return value
+
+
+def _remember(memo: dict[str, Any], key: str, value: Any) -> None:
+    """Bounded memo insert: past the limit the memo starts over (inputs come from edited files)."""
+    if len(memo) >= _PLAIN_VALUE_LIMIT:
+        memo.clear()
+    memo[key] = value
 
 
 def _flow_scalar(token: str) -> Any:
@@ -948,9 +950,7 @@ def _inline_value(text: str) -> Any:
     if value is _MISSING:
         value = _inline_value_uncached(text)
         if type(value) is not dict and type(value) is not list:
-            if len(_INLINE_SCALARS) >= _PLAIN_VALUE_LIMIT:
-                _INLINE_SCALARS.clear()
-            _INLINE_SCALARS[text] = value
+            _remember(_INLINE_SCALARS, text, value)
     return value
 
 

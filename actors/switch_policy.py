@@ -23,13 +23,13 @@ Nothing here performs I/O or reads a clock: ``now`` is always passed in.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from actors.assignment import BASIS_POINTS, goes_to_candidate, new_salt
+from actors.model_repo import latest_version
 
 STRATEGIES = ("immediate", "gradual", "canary", "ab")
 OP_STATES = ("loading", "running", "completed", "aborted", "rolled_back", "failed")
@@ -37,7 +37,6 @@ TERMINAL_STATES = frozenset(OP_STATES[2:])
 POLICIES = ("latest", "pinned")
 MAX_LOG_ENTRIES = 50
 
-_VERSION_RE = re.compile(r"[1-9][0-9]*")
 
 
 # --------------------------------------------------------------------------- parameters
@@ -485,17 +484,6 @@ def plan_for(op: Operation) -> TrafficPlan:
 # --------------------------------------------------------------------------- version policy
 
 
-def _is_version(name: str) -> bool:
-    """Canonical positive integers only, as in the model repository ("01", "v2" are not versions)."""
-    return _VERSION_RE.fullmatch(name) is not None
-
-
-def newest_version(versions: Iterable[str]) -> str | None:
-    """Highest version by numeric value ("10" beats "9"); non-numeric names are ignored."""
-    valid = [v for v in versions if _is_version(v)]
-    return max(valid, key=int) if valid else None
-
-
 def resolve_stable(policy: str, available: Iterable[str], pinned: str | None, failed: Iterable[str] = ()) -> str | None:
     """The version a model should serve when no switch is running.
 
@@ -509,4 +497,4 @@ def resolve_stable(policy: str, available: Iterable[str], pinned: str | None, fa
     if policy == "pinned" and pinned is not None and pinned in versions:
         return pinned
     bad = set(failed)
-    return newest_version(v for v in versions if v not in bad)
+    return latest_version(v for v in versions if v not in bad)

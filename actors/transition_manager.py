@@ -55,6 +55,7 @@ from actors.switch_policy import (
     parse_switch_params,
     plan_for,
     promote,
+    resolve_stable,
     rollback,
 )
 
@@ -82,10 +83,20 @@ class InFlight:
     counts: dict[ModelKey, int] = attrs.field(factory=dict)
     idle: dict[ModelKey, trio.Event] = attrs.field(factory=dict)
 
+    gauges: dict[ModelKey, Any] = attrs.field(factory=dict)
+
+    def gauge(self, key: ModelKey) -> Any:
+        child = self.gauges.get(key)
+        if child is None:
+            child = self.gauges[key] = self.metrics.inflight.labels(model=key[0], version=key[1])
+        return child
+
     def enter(self, key: ModelKey) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
+        self.gauge(key).inc()
 
     def exit(self, key: ModelKey) -> None:
+        self.gauge(key).dec()
         remaining = self.counts.get(key, 1) - 1
         if remaining > 0:
             self.counts[key] = remaining
@@ -104,17 +115,13 @@ class InFlight:
         event = self.idle.setdefault(key, trio.Event())
         await event.wait()
 
-    def publish_gauges(self) -> None:
-        for (name, version), count in self.counts.items():
-            self.metrics.inflight.labels(model=name, version=version).set(count)
-
 
 @attrs.frozen(eq=False)
 class Command:
     """A request to the actor: ``apply`` runs inside the actor; its result or ApiError is the reply."""
 
     apply: Callable[[_Manager], Awaitable[Any]]
-    reply: trio.MemorySendChannel[tuple[Any, ApiError | None]]
+    reply: trio.MemorySendChannel[tuple[Any, ApiError | None]] | None = None
 
 
 @attrs.define
@@ -199,7 +206,7 @@ class Transitions:
             manager.candidate_broke(key)
 
         try:
-            self.commands.send_nowait(Command(apply, trio.open_memory_channel(1)[0]))
+            self.commands.send_nowait(Command(apply))
         except trio.WouldBlock:
             log.error("transition manager queue full: breaker alert for %s@%s not delivered", *key)
 
@@ -232,7 +239,7 @@ class _Manager:
         old = self.handle.view
         self.handle.published(TrafficView(plans, state, old.draining if draining is None else draining))
         for plan in plans.values():
-            for version in {plan.stable, *(plan.versions())}:
+            for version in plan.versions():
                 self.metrics.traffic_share.labels(model=plan.model, version=version).set(plan.share(version))
         for name, plan in old.plans.items():
             for version in plan.versions():
@@ -281,11 +288,11 @@ class _Manager:
             raise bad_request("'version' is required (a version number or \"latest\")", field="version")
         text = str(requested)
         if text == "latest":
-            failed = {v for (n, v) in self.cache.view.failures if n == name}
-            candidates = [v for v in versions if v not in failed]
-            if not candidates:
+            failed = [v for (n, v) in self.cache.view.failures if n == name]
+            newest = resolve_stable("latest", versions, None, failed)
+            if newest is None:
                 raise ApiError(409, "no_loadable_version", f"model {name!r} has no loadable version", {"model": name})
-            return max(candidates, key=int), "latest"
+            return newest, "latest"
         if text in record.deregistered:
             raise ApiError(409, "version_deregistered", f"{name}@{text} is deregistered",
                            {"model": name, "version": text})
@@ -573,10 +580,13 @@ async def run(
                     result = await command.apply(manager), None
                 except ApiError as error:
                     result = None, error
-                try:
-                    command.reply.send_nowait(result)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-                    log.debug("a transition command's caller left before its answer")
+                if result[1] is not None and command.reply is None:
+                    log.warning("transition command failed: %s", result[1])
+                if command.reply is not None:
+                    try:
+                        command.reply.send_nowait(result)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+                        log.debug("a transition command's caller left before its answer")
     finally:
         # Outside the nursery: the background writer has finished (its thread is not
         # abandoned on cancel), so this final save is the only writer and the newest state wins.

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from actors.assignment import goes_to_candidate, new_salt
+from actors.model_repo import latest_version as newest_version
 from actors.switch_policy import (
     OP_STATES,
     POLICIES,
@@ -20,7 +21,6 @@ from actors.switch_policy import (
     begin,
     fail,
     new_operation,
-    newest_version,
     parse_switch_params,
     plan_for,
     promote,

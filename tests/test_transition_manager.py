@@ -574,3 +574,22 @@ async def test_shutdown_save_never_overlaps_a_background_save(
     assert active[1] == 1, f"{active[1]} state saves ran at once (errors on shutdown: {errors!r})"
     assert errors == []
     assert registry_store.decode(state_path.read_text()).operations[op.id].state == "running"
+
+
+def test_inflight_counts_are_published_as_a_gauge() -> None:
+    """``model_router_inflight_requests`` follows enter/exit per version (it was never set before)."""
+    from actors.metrics import Metrics
+    from actors.transition_manager import InFlight
+
+    metrics = Metrics()
+    inflight = InFlight(metrics)
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value("model_router_inflight_requests", {"model": "m", "version": "1"})
+
+    inflight.enter(("m", "1"))
+    inflight.enter(("m", "1"))
+    assert gauge() == 2 and inflight.count(("m", "1")) == 2
+    inflight.exit(("m", "1"))
+    inflight.exit(("m", "1"))
+    assert gauge() == 0 and inflight.count(("m", "1")) == 0
