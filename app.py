@@ -394,13 +394,23 @@ def _reject_constant(token: str) -> Any:
 
 
 async def json_body() -> Any:
-    data = await request.get_data(cache=False)
-    if not data:
-        raise bad_request("request body must be JSON")
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise bad_request(f"malformed JSON: {exc}") from exc
+    return parse_json(await request.get_data(cache=False))
+
+
+def log_api_error(where: str, error: ApiError) -> None:
+    """Client errors at INFO, service-side ones at WARNING: one rule for every layer."""
+    log.log(logging.WARNING if error.status >= 500 else logging.INFO, "%s -> %s", where, error)
+
+
+def internal_error(where: str, exc: BaseException) -> ApiError:
+    """Log an unexpected exception with its traceback; the client gets no internals."""
+    log.exception("unhandled error on %s", where)
+    return ApiError(500, "internal_error", "internal error; see the service log", {"type": type(exc).__name__})
+
+
+def payload_too_large() -> ApiError:
+    return ApiError(413, "payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes",
+                    {"limit_bytes": MAX_BODY_BYTES})
 
 
 def current_path() -> str:
@@ -519,6 +529,7 @@ async def _catalog(service: Service) -> dict[str, tuple[str, ...]]:
 
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
+HOT_PATHS = frozenset({"/predict", "/predict/batch"})
 
 
 class HotPath:
@@ -533,37 +544,36 @@ class HotPath:
     def __init__(self, app: QuartTrio, service: Service) -> None:
         self.app = app
         self.service = service
-        self.max_batch = service.router.config.settings.max_batch_items
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         path = scope.get("path")
-        if scope["type"] == "http" and scope["method"] == "POST" and path in ("/predict", "/predict/batch"):
-            await self.predict(path, receive, send)
+        if scope["type"] == "http" and path in HOT_PATHS:
+            await self.predict(path, scope["method"], receive, send)
         else:
             await self.app(scope, receive, send)
 
-    async def predict(self, path: str, receive: Callable[[], Awaitable[dict[str, Any]]],
+    async def predict(self, path: str, method: str, receive: Callable[[], Awaitable[dict[str, Any]]],
                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         headers = JSON_HEADERS
         try:
+            if method != "POST":
+                headers = [*JSON_HEADERS, (b"allow", b"POST")]
+                raise ApiError(405, "method_not_allowed", f"{path} takes POST", {"path": path, "method": method})
             body = await _read_body(receive)
             if path == "/predict":
                 answer = await self.service.predictor.predict_one(body)
             else:
-                answer = await self.service.predictor.predict_batch(body, self.max_batch)
+                answer = await self.service.predictor.predict_batch(body)
             status, payload = 200, orjson.dumps(answer)
         except ApiError as error:
-            level = logging.WARNING if error.status >= 500 else logging.INFO
-            log.log(level, "POST %s -> %s", path, error)
-            status, payload = error.status, json.dumps(error.to_body()).encode()
+            log_api_error(f"{method} {path}", error)
+            status, payload = error.status, orjson.dumps(error.to_body())
             if error.status == 413:
-                headers = [*JSON_HEADERS, (b"connection", b"close")]
+                headers = [*headers, (b"connection", b"close")]
         except Exception as exc:
-            log.exception("unhandled error on POST %s", path)
-            failure = ApiError(500, "internal_error", "internal error; see the service log",
-                               {"type": type(exc).__name__})
-            status, payload = 500, json.dumps(failure.to_body()).encode()
+            failure = internal_error(f"{method} {path}", exc)
+            status, payload = failure.status, orjson.dumps(failure.to_body())
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
@@ -580,8 +590,7 @@ async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> Any:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes",
-                           {"limit_bytes": MAX_BODY_BYTES})
+            raise payload_too_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -610,40 +619,26 @@ def create_app(service: Service) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     admin = require_admin(service)
-    max_batch = service.router.config.settings.max_batch_items
 
     @app.errorhandler(ApiError)
     async def on_api_error(error: ApiError) -> Response:
-        level = logging.WARNING if error.status >= 500 else logging.INFO
-        log.log(level, "%s -> %s", current_path(), error)
+        log_api_error(current_path(), error)
         return error_response(error)
 
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
         code = (error.name or "http_error").lower().replace(" ", "_")
         message = error.description or error.name or "HTTP error"
-        response = error_response(ApiError(error.code or 400, code, message, {"path": current_path()}))
         if error.code == 413:
             # The unread rest of the body makes this connection unusable: tell the client.
-            response = error_response(ApiError(413, "payload_too_large",
-                                               f"request body larger than {MAX_BODY_BYTES} bytes",
-                                               {"limit_bytes": MAX_BODY_BYTES}))
+            response = error_response(payload_too_large())
             response.headers["Connection"] = "close"
-        return response
+            return response
+        return error_response(ApiError(error.code or 400, code, message, {"path": current_path()}))
 
     @app.errorhandler(Exception)
     async def on_unexpected(error: Exception) -> Response:
-        log.exception("unhandled error on %s", current_path())
-        return error_response(ApiError(500, "internal_error", "internal error; see the service log",
-                                       {"type": type(error).__name__}))
-
-    @app.post("/predict")
-    async def predict() -> Response:
-        return json_response(await service.predictor.predict_one(await json_body()))
-
-    @app.post("/predict/batch")
-    async def predict_batch() -> Response:
-        return json_response(await service.predictor.predict_batch(await json_body(), max_batch))
+        return error_response(internal_error(current_path(), error))
 
     @app.get("/models")
     async def models() -> Response:
@@ -849,10 +844,7 @@ def create_app(service: Service) -> QuartTrio:
 async def _optional_body(data: bytes) -> dict[str, Any]:
     if not data.strip():
         return {}
-    try:
-        body = json.loads(data, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise bad_request(f"malformed JSON: {exc}") from exc
+    body = parse_json(data)
     if not isinstance(body, dict):
         raise bad_request("body must be a JSON object")
     return body
@@ -931,7 +923,6 @@ async def stream_predictions(service: Service) -> None:
     on the client. A bad message gets an error answer; the connection stays open.
     """
     await websocket.accept()
-    max_batch = service.router.config.settings.max_batch_items
     inbound_send, inbound_recv = trio.open_memory_channel[bytes | str](WS_QUEUE)
     outbound_send, outbound_recv = trio.open_memory_channel[bytes](WS_QUEUE)
 
@@ -944,7 +935,7 @@ async def stream_predictions(service: Service) -> None:
                               out: trio.MemorySendChannel[bytes]) -> None:
         async with messages, out:
             async for raw in messages:
-                await out.send(orjson.dumps(await _answer_ws(service, raw, max_batch)))
+                await out.send(orjson.dumps(await _answer_ws(service, raw)))
 
     async def write() -> None:
         async with outbound_recv:
@@ -959,13 +950,13 @@ async def stream_predictions(service: Service) -> None:
         await read()
 
 
-async def _answer_ws(service: Service, raw: bytes | str, max_batch: int) -> dict[str, Any]:
+async def _answer_ws(service: Service, raw: bytes | str) -> dict[str, Any]:
     try:
         body = parse_json(raw.encode() if isinstance(raw, str) else raw)
         if isinstance(body, list):
             body = {"requests": body}
         if isinstance(body, dict) and "requests" in body:
-            return {"type": "predictions", **await service.predictor.predict_batch(body, max_batch)}
+            return {"type": "predictions", **await service.predictor.predict_batch(body)}
         return {"type": "prediction", **await service.predictor.predict_one(body)}
     except ApiError as error:
         correlation_id = None

@@ -9,8 +9,10 @@ abort, promote, rollback, registration, and automatic rollbacks after a breach.
 
 Messages carry the sender's ``origin`` (a random id per process) and are ignored by the
 process that sent them. Subscribing runs in a worker thread (redis-py's blocking
-pub/sub), reconnecting with backoff; publishing goes through the Redis bus, which never
-blocks the caller.
+pub/sub), reconnecting with backoff, and reports ready only once Redis has confirmed the
+subscription; publishing goes through the Redis bus, which never blocks the caller.
+Pub/sub does not replay: a worker that is disconnected from Redis when a command is
+published misses it (its log shows the outage); restart that worker to converge.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger("model_router.control")
 
 CHANNEL = "model_router.control"
 POLL_S = 0.5
+SUBSCRIBE_TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 5.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -50,10 +53,15 @@ class ControlBus:
 
 
 def _subscriber(url: str) -> redis.client.PubSub:
+    """Subscribe and wait for Redis to confirm it: from then on no published command is missed."""
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=POLL_S + 5,
                                   health_check_interval=30)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub()
     pubsub.subscribe(CHANNEL)
+    confirmation = pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+    if confirmation is None or confirmation.get("type") != "subscribe":
+        pubsub.close()
+        raise redis.ConnectionError(f"no subscribe confirmation for {CHANNEL} within {SUBSCRIBE_TIMEOUT_S} s")
     return pubsub
 
 

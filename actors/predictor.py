@@ -413,7 +413,7 @@ class Predictor:
             return model, (chain[0].name if attempt.name != chain[0].name else None)
         raise ApiError(503, "model_unavailable", "no model could take this request", {})
 
-    async def predict_batch(self, body: Any, max_items: int) -> dict[str, Any]:
+    async def predict_batch(self, body: Any) -> dict[str, Any]:
         """Per-item answers in order; items for the same model version run as one call.
 
         Per-item work is only what differs per item (shape checks, routing, the input row,
@@ -423,6 +423,7 @@ class Predictor:
         items = body.get("requests") if isinstance(body, Mapping) else None
         if not isinstance(items, list) or not items:
             raise bad_request("'requests' must be a non-empty list")
+        max_items = self.router.config.settings.max_batch_items  # live: follows reloads
         if len(items) > max_items:
             raise ApiError(413, "batch_too_large", f"at most {max_items} requests per batch",
                            {"limit": max_items, "got": len(items)})

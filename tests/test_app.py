@@ -440,3 +440,16 @@ async def test_concurrent_predictions_are_batched_dynamically(config_path: Path)
         calls = _sample(h, "model_router_dynamic_batch_rows_count")
         rows = _sample(h, "model_router_dynamic_batch_rows_sum")
         assert calls > 0 and rows / calls > 1  # some calls carried several requests
+
+
+async def test_hot_paths_refuse_other_methods_and_batch_limit_follows_reload(config_path: Path, repo: Path) -> None:
+    async with running_app(config_path) as h:
+        r = await h.client.get("/predict")
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+        assert r.headers["allow"] == "POST"
+        items = [{"model_name": "fast", "features": fast_features()}] * 3
+        assert (await h.client.post("/predict/batch", json={"requests": items})).status_code == 200
+        event = await edit_and_wait(h, config_path, render_config(repo, config_extra="    max_batch_items: 2\n"))
+        assert event["success"]
+        limited = await h.client.post("/predict/batch", json={"requests": items})
+        assert limited.status_code == 413 and limited.json()["error"]["details"]["limit"] == 2
