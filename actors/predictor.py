@@ -36,6 +36,7 @@ from actors.recent_symbols import SymbolRoute
 from actors.router import RouterState
 from actors.rules import Selection
 from actors.switch_feed import SwitchFeed
+from actors.switch_policy import TrafficPlan
 from actors.tflite_backend import LoadedModel
 from actors.transition_manager import Transitions
 
@@ -200,23 +201,53 @@ class Predictor:
         never fails a request. Routed requests then try the rule's fallback and the
         default model.
         """
-        name = request.model_name or (selection.model if selection is not None else "")
-        if request.model_version is not None:
-            return [Attempt(name, request.model_version, "explicit")]
-        chain = []
-        plan = self.transitions.plan(name)
-        if plan is not None:
-            picked = plan.pick(request.symbol or request.correlation_id)
-            chain.append(Attempt(name, picked, "primary"))
-            if picked != plan.stable:
-                chain.append(Attempt(name, plan.stable, "stable"))
-        else:
-            chain.append(Attempt(name, None, "primary"))
+        first, plan = self.primary(request, selection)
+        if first.why == "explicit":
+            return [first]
+        chain = [first]
+        if plan is not None and first.version != plan.stable:
+            chain.append(Attempt(first.name, plan.stable, "stable"))
         if selection is not None:
             for alternative in (selection.fallback, self.router.config.settings.default_model):
                 if alternative and all(a.name != alternative for a in chain):
                     chain.append(Attempt(alternative, None, "fallback"))
         return chain
+
+    def primary(self, request: PredictRequest, selection: Selection | None) -> tuple[Attempt, TrafficPlan | None]:
+        """The first choice: the named version, or the version the model's plan assigns this key."""
+        name = request.model_name or (selection.model if selection is not None else "")
+        if request.model_version is not None:
+            return Attempt(name, request.model_version, "explicit"), None
+        plan = self.transitions.plan(name)
+        if plan is None:
+            return Attempt(name, None, "primary"), None
+        return Attempt(name, plan.pick(request.symbol or request.correlation_id), "primary"), plan
+
+    async def usable(self, chain: list[Attempt], start: int,
+                     skip: frozenset[tuple[str, str]]) -> tuple[int, LoadedModel | None, ApiError | None]:
+        """From ``chain[start:]``, the first model that loads and whose breaker admits a call.
+
+        Returns (its position, the model, the first error met on the way); the model is None
+        when nothing is left. A client error (e.g. 404) on the first choice is raised: it is
+        the client's answer, not a reason to fall back.
+        """
+        first_error: ApiError | None = None
+        for position in range(start, len(chain)):
+            try:
+                model = await self.load(chain[position])
+            except ApiError as error:
+                if error.status != 503 and position == 0:
+                    raise
+                first_error = first_error or error
+                continue
+            key = (model.name, model.version)
+            if key in skip or not self.health.breakers.allow(key):
+                first_error = first_error or ApiError(
+                    503, "circuit_open", f"{model.name}@{model.version} is failing; circuit breaker open",
+                    {"model": model.name, "version": model.version})
+                continue
+            return position, model, first_error
+        return len(chain), None, first_error
 
     def serving_version(self, name: str) -> str | None:
         plan = self.transitions.plan(name)
@@ -311,26 +342,21 @@ class Predictor:
         """Try each attempt in order; the first that yields a finite prediction answers."""
         chain = self.attempts(request, selection)
         first_error: ApiError | None = None
-        for position, attempt in enumerate(chain):
-            try:
-                model = await self.load(attempt)
-            except ApiError as error:
-                if error.status != 503 and position == 0:
-                    raise
-                first_error = first_error or error
-                continue
+        position = 0
+        while True:
+            position, model, error = await self.usable(chain, position, skip)
+            first_error = first_error or error
+            if model is None:
+                break
+            attempt = chain[position]
+            position += 1
             key = (model.name, model.version)
-            if key in skip or not self.health.breakers.allow(key):
-                first_error = first_error or ApiError(
-                    503, "circuit_open", f"{model.name}@{model.version} is failing; circuit breaker open",
-                    {"model": model.name, "version": model.version})
-                continue
             meta = model.metadata
             try:
                 row = feature_row(request.features, meta.features, meta.window)
             except ApiError:
                 self.health.breakers.abandon(key)
-                if position == 0:
+                if attempt is chain[0]:
                     raise
                 continue  # this fallback takes other inputs
             operation_id = self.operation_of(model)
@@ -351,8 +377,7 @@ class Predictor:
             self.note_symbol(request, model)
             fallback_from = chain[0].name if attempt.name != chain[0].name else None
             return self.respond(request, Resolved(model, selection, fallback_from), prediction, started)
-        assert first_error is not None
-        raise first_error
+        raise first_error or ApiError(503, "model_unavailable", "no model could take this request", {})
 
     def respond(self, request: PredictRequest, resolved: Resolved, prediction: dict[str, Any],
                 started: float) -> dict[str, Any]:
@@ -383,35 +408,23 @@ class Predictor:
     def quick_model(self, request: PredictRequest, selection: Selection | None) -> LoadedModel | None:
         """The first attempt's model when it is loaded and its breaker is closed; else None.
 
-        Same choice as ``attempts(...)[0]`` without building the chain.
+        The same first choice as ``attempts``, without building the chain; anything short
+        of a closed breaker (open, or half-open and due a probe) takes the full path.
         """
-        name = request.model_name or (selection.model if selection is not None else "")
-        version = request.model_version
-        if version is None:
-            plan = self.transitions.plan(name)
-            if plan is not None:
-                version = plan.pick(request.symbol or request.correlation_id)
-        model = self.cache.lookup(name, version)
-        if model is None or self.health.breakers.is_open((model.name, model.version)):
+        first, _plan = self.primary(request, selection)
+        model = self.cache.lookup(first.name, first.version)
+        if model is None or self.health.breakers.state((model.name, model.version)) != "closed":
             return None
         return model
 
     async def first_usable(self, request: PredictRequest,
                            selection: Selection | None) -> tuple[LoadedModel, str | None]:
-        """Slow path for a batch item: load what is missing, skip open breakers, fall back."""
+        """Slow path for a batch item: the same choice as a single request's first usable model."""
         chain = self.attempts(request, selection)
-        for position, attempt in enumerate(chain):
-            last = position == len(chain) - 1
-            try:
-                model = await self.load(attempt)
-            except ApiError as error:
-                if error.status != 503 or last:
-                    raise
-                continue
-            if self.health.breakers.is_open((model.name, model.version)) and not last:
-                continue
-            return model, (chain[0].name if attempt.name != chain[0].name else None)
-        raise ApiError(503, "model_unavailable", "no model could take this request", {})
+        position, model, error = await self.usable(chain, 0, frozenset())
+        if model is None:
+            raise error or ApiError(503, "model_unavailable", "no model could take this request", {})
+        return model, (chain[0].name if chain[position].name != chain[0].name else None)
 
     async def predict_batch(self, body: Any) -> dict[str, Any]:
         """Per-item answers in order; items for the same model version run as one call.
@@ -443,7 +456,11 @@ class Predictor:
                 if model is None:
                     model, fallback_from = await self.first_usable(request, selection)
                 meta = model.metadata
-                row = feature_values(request.features, meta.features, meta.window)
+                try:
+                    row = feature_values(request.features, meta.features, meta.window)
+                except ApiError:
+                    self.health.breakers.abandon((model.name, model.version))  # a claimed probe goes back
+                    raise
             except ApiError as error:
                 results[index] = {"index": index, **error.to_body(), "status": error.status}
                 continue

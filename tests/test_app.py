@@ -453,3 +453,22 @@ async def test_hot_paths_refuse_other_methods_and_batch_limit_follows_reload(con
         assert event["success"]
         limited = await h.client.post("/predict/batch", json={"requests": items})
         assert limited.status_code == 413 and limited.json()["error"]["details"]["limit"] == 2
+
+
+async def test_open_breaker_is_refused_alike_by_single_and_batch_requests(config_path: Path) -> None:
+    """A version whose breaker is open is not called, even as the only choice, on either path."""
+    async with running_app(config_path) as h:
+        await wait_ready(h)
+        await h.service.cache.get("fast")
+        for _ in range(5):
+            h.service.health.breakers.failure(("fast", "1"))
+        single = await h.predict(model_name="fast", features=fast_features())
+        assert single.status_code == 503 and single.json()["error"]["code"] == "circuit_open"
+        batch = await h.client.post("/predict/batch", json={"requests": [
+            {"model_name": "fast", "features": fast_features()},
+            {"model_name": "backup", "features": fast_features()}]})
+        first, second = batch.json()["predictions"]
+        assert first["error"]["code"] == "circuit_open" and first["status"] == 503
+        assert second["model"] == {"name": "backup", "version": "1"}
+        routed = await h.predict(asset_class="crypto", horizon_ms=5, features=fast_features())
+        assert routed.json()["model"]["name"] == "backup" and routed.json()["fallback_from"] == "fast"
