@@ -49,20 +49,39 @@ class ControlBus:
 
     def publish(self, kind: str, **args: Any) -> None:
         if self.enabled:
-            self.outbox.offer(RedisMessage("publish", CHANNEL, {"origin": self.origin, "kind": kind, "args": args}))
+            payload = {"origin": self.origin, "kind": kind, "args": args}
+            sent = self.outbox.offer(RedisMessage("publish", CHANNEL, payload))
+            log.debug("published %s from %s (queued: %s)", kind, self.origin, sent)
 
 
-def _subscriber(url: str) -> redis.client.PubSub:
+@attrs.define
+class _Subscription:
+    """The client and its pub/sub, owned together.
+
+    The client must outlive the pub/sub: when a ``Redis`` client is garbage-collected it
+    disconnects its connection pool, including the pub/sub connection; redis-py then
+    reconnects and re-subscribes silently, and commands published meanwhile are lost.
+    """
+
+    client: redis.Redis
+    pubsub: redis.client.PubSub
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()
+
+
+def _subscribe(url: str) -> _Subscription:
     """Subscribe and wait for Redis to confirm it: from then on no published command is missed."""
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=POLL_S + 5,
                                   health_check_interval=30)
-    pubsub = client.pubsub()
-    pubsub.subscribe(CHANNEL)
-    confirmation = pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+    subscription = _Subscription(client, client.pubsub())
+    subscription.pubsub.subscribe(CHANNEL)
+    confirmation = subscription.pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
     if confirmation is None or confirmation.get("type") != "subscribe":
-        pubsub.close()
+        subscription.close()
         raise redis.ConnectionError(f"no subscribe confirmation for {CHANNEL} within {SUBSCRIBE_TIMEOUT_S} s")
-    return pubsub
+    return subscription
 
 
 async def _dispatch(bus: ControlBus, handlers: dict[str, Handler], raw: bytes) -> None:
@@ -72,6 +91,7 @@ async def _dispatch(bus: ControlBus, handlers: dict[str, Handler], raw: bytes) -
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring a malformed control message: %s", exc)
         return
+    log.debug("received %s from %s", kind, origin)
     if origin == bus.origin:
         return
     handler = handlers.get(kind)
@@ -93,33 +113,33 @@ async def run(
 ) -> None:
     """Subscribe, then apply other workers' commands in arrival order until cancelled."""
     backoff = 0.1
-    pubsub: redis.client.PubSub | None = None
+    subscription: _Subscription | None = None
     started = False
     try:
         while True:
             try:
-                if pubsub is None:
-                    pubsub = await trio.to_thread.run_sync(_subscriber, url, abandon_on_cancel=True)
+                if subscription is None:
+                    subscription = await trio.to_thread.run_sync(_subscribe, url, abandon_on_cancel=True)
                     log.info("control bus subscribed to %s", CHANNEL)
                     backoff = 0.1
                 if not started:
                     started = True
                     task_status.started()
                 message = await trio.to_thread.run_sync(
-                    lambda p=pubsub: p.get_message(timeout=POLL_S), abandon_on_cancel=True)
+                    lambda p=subscription.pubsub: p.get_message(timeout=POLL_S), abandon_on_cancel=True)
             except redis.RedisError as exc:
                 if not started:
                     started = True
                     task_status.started()
                 log.warning("control bus: redis unavailable (%s); retrying in %.1f s", exc, backoff)
-                if pubsub is not None:
-                    pubsub.close()
-                pubsub = None
+                if subscription is not None:
+                    subscription.close()
+                subscription = None
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             if message is not None and message.get("type") == "message":
                 await _dispatch(bus, handlers, message["data"])
     finally:
-        if pubsub is not None:
-            pubsub.close()
+        if subscription is not None:
+            subscription.close()

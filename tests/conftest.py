@@ -212,7 +212,9 @@ class Subscriber:
     """A real Redis pub/sub subscriber; blocking reads run in a worker thread."""
 
     def __init__(self, server: RedisServer, channel: str) -> None:
-        self.pubsub = server.client().pubsub(ignore_subscribe_messages=True)
+        # Keep the client: a collected client disconnects its pool, pub/sub connection included.
+        self.client = server.client()
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(channel)
         self.pubsub.get_message(timeout=5)  # the subscribe confirmation
 
@@ -225,3 +227,4 @@ class Subscriber:
 
     def close(self) -> None:
         self.pubsub.close()
+        self.client.close()

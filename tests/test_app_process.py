@@ -37,14 +37,18 @@ class LogReader:
                 self.lines.append(line)
 
     async def wait_for(self, text: str, timeout: float = 20.0) -> str:
-        with trio.fail_after(timeout):
-            while True:
-                line = await trio.to_thread.run_sync(self.stream.readline, abandon_on_cancel=True)
-                if not line:
-                    raise AssertionError(f"process exited before logging {text!r}:\n{''.join(self.lines)}")
-                self.lines.append(line)
-                if text in line:
-                    return line
+        with trio.move_on_after(timeout):
+            return await self._read_until(text)
+        raise AssertionError(f"no {text!r} within {timeout:g} s; the process logged:\n{''.join(self.lines)}")
+
+    async def _read_until(self, text: str) -> str:
+        while True:
+            line = await trio.to_thread.run_sync(self.stream.readline, abandon_on_cancel=True)
+            if not line:
+                raise AssertionError(f"process exited before logging {text!r}:\n{''.join(self.lines)}")
+            self.lines.append(line)
+            if text in line:
+                return line
 
 
 def start(config: Path, port: int, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from functools import partial
 from typing import Any
@@ -73,8 +74,25 @@ async def test_command_travels_between_two_buses_over_real_redis(redis_server: R
         await nursery.start(partial(redis_bus.run, redis_server.url, receive, metrics, state=outbox.state))
         await nursery.start(control_bus.run, bus_a, redis_server.url, {"abort": on_a})
         await nursery.start(control_bus.run, bus_b, redis_server.url, {"abort": on_b})
+        gc.collect()  # regression: a collected client used to drop the pub/sub connection silently
         bus_a.publish("abort", operation_id="sw-42")
         with trio.fail_after(5):
             await applied_b.wait()
         nursery.cancel_scope.cancel()
     assert received == {"a": [], "b": [{"operation_id": "sw-42"}]}
+
+
+def test_subscription_keeps_its_connection_open(redis_server: RedisServer) -> None:
+    """The subscribed connection stays open after subscribing (and after a collection).
+
+    Regression: the client used to be dropped once subscribed, which disconnected its pool
+    at once; redis-py re-subscribed on the next poll, losing what was published meanwhile.
+    """
+    subscription = control_bus._subscribe(redis_server.url)
+    try:
+        gc.collect()
+        assert subscription.pubsub.connection is not None
+        assert subscription.pubsub.connection._sock is not None
+        assert redis_server.client().pubsub_numsub(control_bus.CHANNEL) == [(control_bus.CHANNEL, 1)]
+    finally:
+        subscription.close()
