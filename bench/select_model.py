@@ -34,11 +34,12 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from rulesets import MODELS, config_text  # noqa: E402
+
 import actors.rules as rules_module  # noqa: E402
 from actors.rules import RoutingSnapshot, compile_snapshot, parse_config  # noqa: E402
 
 CONF_PATH = REPO_ROOT / "conf" / "model_router_rules.yml"
-MODELS = ("tlob_tiny", "patchtst_small", "timesnet_base", "mamba_ts_small")
 ASSET_CLASSES = (
     "crypto", "crypto_perp", "crypto_spot", "fx_spot", "fx_fwd", "fx_ndf", "us_stocks", "eu_stocks",
     "jp_stocks", "us_etf", "us_options", "commodities", "rates", "credit", "indices", "vol",
@@ -94,22 +95,8 @@ def unshadowed_yaml(count: int, seed: int) -> str:
 
 
 def reload_bench_yaml(count: int) -> str:
-    """The 200-rule document bench/reload.py writes (its ``config_text``), copied here so this
-    benchmark does not import the whole service."""
-    lines = []
-    for i in range(count):
-        lo = (i % 20) * 60_000
-        lines.append(
-            f'    - match: {{asset_class: "class_{i // 20}_0", horizon_ms: ">={lo} & <{lo + 60_000}"}}\n'
-            f"      model: {MODELS[i % len(MODELS)]}\n"
-            f"      priority: {i}\n"
-        )
-    return (
-        "model_router:\n  rules:\n" + "".join(lines) +
-        "  config:\n    default_model: timesnet_base\n"
-        '    model_repository: "/srv/models"\n'
-        "  reload:\n    debounce_ms: 100\n    backup_on_reload: false\n"
-    )
+    """The document bench/reload.py writes (first variant), from the shared rule sets."""
+    return config_text(Path("/srv/models"), count, 0)
 
 
 def make_queries(n: int, rng: random.Random, miss_rate: float) -> list[Query]:
