@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # The demo model repository: numpy-trained MLPs written as .tflite, deterministic.
 models: $(STAMP)
-	$(BIN)/python -m actors.demo_models --out models
+	$(BIN)/python -m actors.build.demo_models --out models
 
 # Serves conf/model_router_rules.yml with the demo models; no Redis needed.
 # The admin key lives in .admin_key (mode 600, git-ignored); send it as X-Admin-Key.

@@ -28,10 +28,10 @@ import attrs
 import trio
 import watchfiles
 
-from actors.metrics import Metrics
-from actors.model_repo import list_repository
+from actors.serving.metrics import Metrics
+from actors.storage.model_repo import list_repository
 from actors.redis_bus import RedisMessage, RedisOutbox
-from actors.reload_history import ReloadEvent, ReloadHistory
+from actors.core.reload_history import ReloadEvent, ReloadHistory
 from actors.router import ConfigUpdate, RouterState
 from actors.rules import (
     ConfigError,

@@ -24,8 +24,8 @@ from typing import Any
 import attrs
 import trio
 
-from actors.breaker import STATE_CODES, Breaker, BreakerSettings, allow, on_failure, on_success, release_probe
-from actors.health_stats import (
+from actors.core.breaker import STATE_CODES, Breaker, BreakerSettings, allow, on_failure, on_success, release_probe
+from actors.core.health_stats import (
     AlertThresholds,
     HealthSnapshot,
     RunningMoments,
@@ -35,9 +35,9 @@ from actors.health_stats import (
     two_proportion_test,
     welch_t_test,
 )
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 from actors.model_cache import ModelKey
-from actors.switch_policy import Verdict
+from actors.core.switch_policy import Verdict
 
 log = logging.getLogger("model_router.health")
 

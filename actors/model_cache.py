@@ -23,11 +23,11 @@ from typing import Any
 import attrs
 import trio
 
-from actors.cache_policy import Resident, plan_evictions
-from actors.errors import ApiError, not_found, unavailable
-from actors.metrics import Metrics
-from actors.model_repo import latest_version, list_repository, version_dir
-from actors.tflite_backend import LoadedModel, ModelLoadError, load_model
+from actors.core.cache_policy import Resident, plan_evictions
+from actors.core.errors import ApiError, not_found, unavailable
+from actors.serving.metrics import Metrics
+from actors.storage.model_repo import latest_version, list_repository, version_dir
+from actors.storage.tflite_backend import LoadedModel, ModelLoadError, load_model
 
 log = logging.getLogger("model_router.model_cache")
 

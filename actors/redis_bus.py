@@ -20,7 +20,7 @@ import attrs
 import redis
 import trio
 
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 
 log = logging.getLogger("model_router.redis")
 

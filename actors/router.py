@@ -16,7 +16,7 @@ import time
 import attrs
 import trio
 
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 from actors.rules import RouterConfig, RoutingSnapshot, Selection, compile_snapshot
 
 log = logging.getLogger("model_router.router")

@@ -27,8 +27,8 @@ import attrs
 import redis
 import trio
 
-from actors.metrics import Metrics
-from actors.recent_symbols import RecentSymbols, SymbolRoute, changed_routes
+from actors.serving.metrics import Metrics
+from actors.core.recent_symbols import RecentSymbols, SymbolRoute, changed_routes
 from actors.redis_bus import RedisMessage, RedisOutbox
 
 log = logging.getLogger("model_router.switch_feed")

@@ -4,10 +4,10 @@ It owns the version registry (policy, traffic plan, deregistered versions, histo
 model) and every switch operation. The request path reads ``transitions.view.plans``
 (an immutable mapping, rebound on every change) to pick a version per request: the
 candidate when the request's key (symbol, else correlation id) hashes under the
-candidate's weight, the stable version otherwise (see ``actors/assignment.py``).
+candidate's weight, the stable version otherwise (see ``actors/core/assignment.py``).
 
 Each operation runs as a task in the actor's nursery and is a thin loop around the pure
-state machine in ``actors/switch_policy.py``: load and warm the target version (the
+state machine in ``actors/core/switch_policy.py``: load and warm the target version (the
 model cache does both in a worker thread), take the first step, then every
 ``interval_s`` ask the health monitor for a verdict and advance. Operator commands
 (abort, promote, rollback) and breaker alerts apply a transition at once and wake the
@@ -35,16 +35,16 @@ import attrs
 import trio
 import yaml
 
-from actors import registry_store
-from actors.errors import ApiError, bad_request, not_found
+from actors.storage import registry_store
+from actors.core.errors import ApiError, bad_request, not_found
 from actors.health_monitor import HealthMonitor
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 from actors.model_cache import ModelCache, ModelKey
-from actors.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
-from actors.registry_store import RegistryState
+from actors.storage.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
+from actors.storage.registry_store import RegistryState
 from actors.rules import ModelThreshold
 from actors.switch_feed import SwitchFeed
-from actors.switch_policy import (
+from actors.core.switch_policy import (
     Operation,
     TrafficPlan,
     abort,

@@ -159,8 +159,8 @@ def ensure_prerequisites() -> None:
     if not ROUTER_PY.exists():
         raise BenchError(f"{ROUTER_PY} missing: run `make install` (or `make models`) first")
     if not list(MODELS.glob(f"{MODEL}/*/model.tflite")):
-        print("building the demo models (python -m actors.demo_models --out models) ...", flush=True)
-        subprocess.run([str(ROUTER_PY), "-m", "actors.demo_models", "--out", "models"], cwd=REPO, check=True)
+        print("building the demo models (python -m actors.build.demo_models --out models) ...", flush=True)
+        subprocess.run([str(ROUTER_PY), "-m", "actors.build.demo_models", "--out", "models"], cwd=REPO, check=True)
     subprocess.run(["bash", str(PEER_DIR / "setup.sh")], check=True)
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from rulesets import MODELS, config_text  # noqa: E402
 
 import app  # noqa: E402
-from actors.model_repo import list_repository  # noqa: E402
+from actors.storage.model_repo import list_repository  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -55,7 +55,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.demo_models import build_random_model  # noqa: E402
+from actors.build.demo_models import build_random_model  # noqa: E402
 
 MODEL = "tlob_tiny"
 DEFAULT_MODEL = "baseline_mlp"

@@ -25,7 +25,7 @@ import redis
 import trio
 
 import app
-from actors.demo_models import build_random_model
+from actors.build.demo_models import build_random_model
 
 ADMIN_KEY = "test-admin-key-not-a-secret"
 FAST_FEATURES = ("a", "b", "c")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import trio
 
-from actors.demo_models import build_random_model
-from actors.errors import ApiError
+from actors.build.demo_models import build_random_model
+from actors.core.errors import ApiError
 from tests.conftest import (
     ADMIN_KEY,
     FAST_FEATURES,

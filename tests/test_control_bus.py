@@ -11,7 +11,7 @@ import trio
 
 from actors import control_bus, redis_bus
 from actors.control_bus import ControlBus, _dispatch
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox
 from tests.conftest import RedisServer
 

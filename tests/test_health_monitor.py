@@ -10,10 +10,10 @@ import trio
 import trio.testing
 
 from actors import health_monitor
-from actors.breaker import BreakerSettings
+from actors.core.breaker import BreakerSettings
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
-from actors.health_stats import AlertThresholds
-from actors.metrics import Metrics
+from actors.core.health_stats import AlertThresholds
+from actors.serving.metrics import Metrics
 
 KEY = ("fast", "2")
 LABELS = ("SELL", "HOLD", "BUY")

@@ -19,12 +19,12 @@ import trio
 import trio.testing
 
 from actors import model_cache
-from actors.demo_models import build_random_model
-from actors.errors import ApiError
-from actors.metrics import Metrics
+from actors.build.demo_models import build_random_model
+from actors.core.errors import ApiError
+from actors.serving.metrics import Metrics
 from actors.model_cache import CacheLimits, CacheRequest, ModelCache, _CacheActor
-from actors.model_repo import MODEL_FILE
-from actors.tflite_backend import LoadedModel, load_model
+from actors.storage.model_repo import MODEL_FILE
+from actors.storage.tflite_backend import LoadedModel, load_model
 from tests.conftest import FAST_FEATURES
 
 GARBAGE = b"this is not a flatbuffer" * 8

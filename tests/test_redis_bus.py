@@ -21,7 +21,7 @@ import trio
 import trio.testing
 
 from actors import redis_bus
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 from actors.redis_bus import RedisMessage, RedisOutbox, _redact, disabled_outbox
 from tests.conftest import RedisServer, Subscriber
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from actors import router
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 from actors.router import ActiveRules, ConfigUpdate, RouterState
 from actors.rules import RouterConfig, compile_snapshot, parse_config
 from tests.conftest import render_config

@@ -14,8 +14,8 @@ import trio
 import trio.testing
 
 from actors import redis_bus, switch_feed
-from actors.metrics import Metrics
-from actors.recent_symbols import SymbolRoute
+from actors.serving.metrics import Metrics
+from actors.core.recent_symbols import SymbolRoute
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
 from actors.switch_feed import STREAM, FeedFilter, SwitchEvent, SwitchFeed, Trigger
 from tests.conftest import RedisServer

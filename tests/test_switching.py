@@ -19,9 +19,9 @@ import numpy as np
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from actors.demo_models import build_random_model
-from actors.model_repo import ModelMetadata, write_model_version
-from actors.tflite_writer import build_mlp_tflite
+from actors.build.demo_models import build_random_model
+from actors.storage.model_repo import ModelMetadata, write_model_version
+from actors.build.tflite_writer import build_mlp_tflite
 from tests.conftest import (
     ADMIN_KEY,
     FAST_FEATURES,

@@ -23,19 +23,20 @@ import pytest
 import trio
 import trio.testing
 
-from actors import health_monitor, model_cache, registry_store, switch_feed, transition_manager
-from actors.breaker import BreakerSettings
-from actors.demo_models import build_random_model
-from actors.errors import ApiError
+from actors import health_monitor, model_cache, switch_feed, transition_manager
+from actors.storage import registry_store
+from actors.core.breaker import BreakerSettings
+from actors.build.demo_models import build_random_model
+from actors.core.errors import ApiError
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 from actors.model_cache import CacheLimits, CacheRequest, ModelCache
-from actors.model_repo import ModelMetadata, version_dir, write_model_version
-from actors.recent_symbols import SymbolRoute
+from actors.storage.model_repo import ModelMetadata, version_dir, write_model_version
+from actors.core.recent_symbols import SymbolRoute
 from actors.redis_bus import disabled_outbox
 from actors.switch_feed import FeedFilter, SwitchFeed, Trigger
-from actors.switch_policy import Operation
-from actors.tflite_writer import build_mlp_tflite
+from actors.core.switch_policy import Operation
+from actors.build.tflite_writer import build_mlp_tflite
 from actors.transition_manager import Command, InFlight, TrafficView, Transitions
 
 FEATURES = ("a", "b", "c")
@@ -175,7 +176,7 @@ async def test_immediate_switch_moves_the_plan_completes_announces_and_unloads_t
         assert NEW in actors.cache.view.models
         plan = actors.transitions.plan("fast")
         record = actors.transitions.view.state.record("fast")
-        metrics = actors.metrics
+        metrics = actors.serving.metrics
     assert done.state == "completed" and done.weight_bp == 10_000
     assert (plan.stable, plan.candidate) == ("2", None)
     assert OLD not in actors.cache.view.models
@@ -578,7 +579,7 @@ async def test_shutdown_save_never_overlaps_a_background_save(
 
 def test_inflight_counts_are_published_as_a_gauge() -> None:
     """``model_router_inflight_requests`` follows enter/exit per version (it was never set before)."""
-    from actors.metrics import Metrics
+    from actors.serving.metrics import Metrics
     from actors.transition_manager import InFlight
 
     metrics = Metrics()

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from actors.model_repo import METADATA_FILE, MODEL_FILE, MetadataError, ModelMetadata, parse_metadata
+from actors.storage.model_repo import METADATA_FILE, MODEL_FILE, MetadataError, ModelMetadata, parse_metadata
 
 _INTERPRETER_MODULES = ("tflite_runtime.interpreter", "ai_edge_litert.interpreter")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.demo_models import (
+from actors.build.demo_models import (
     DEMO_SPECS,
     DEMO_VERSION,
     HORIZON,
@@ -15,8 +15,8 @@ from actors.demo_models import (
     build_demo_repository,
     simulate_market,
 )
-from actors.model_repo import METADATA_FILE, MODEL_FILE, list_repository, parse_metadata, version_dir
-from actors.tflite_backend import load_model
+from actors.storage.model_repo import METADATA_FILE, MODEL_FILE, list_repository, parse_metadata, version_dir
+from actors.storage.tflite_backend import load_model
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
-"""Recently routed symbols and change detection (actors/recent_symbols.py)."""
+"""Recently routed symbols and change detection (actors/core/recent_symbols.py)."""
 
 from __future__ import annotations
 
-from actors.recent_symbols import RecentSymbols, SymbolRoute, changed_routes
+from actors.core.recent_symbols import RecentSymbols, SymbolRoute, changed_routes
 
 
 def _route(symbol: str, served: str = "fast@1", asset_class: str | None = "crypto") -> SymbolRoute:

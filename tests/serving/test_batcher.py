@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from actors.batcher import Batcher, BatchSettings
-from actors.errors import ApiError
-from actors.metrics import Metrics
+from actors.serving.batcher import Batcher, BatchSettings
+from actors.core.errors import ApiError
+from actors.serving.metrics import Metrics
 
 
 @attrs.frozen

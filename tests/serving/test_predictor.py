@@ -1,4 +1,4 @@
-"""Request parsing and prediction shaping on the predict path (actors/predictor.py)."""
+"""Request parsing and prediction shaping on the predict path (actors/serving/predictor.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actors.errors import ApiError
-from actors.predictor import MAX_ID_LENGTH, MAX_NAME_LENGTH, REQUEST_KEYS, parse_request, shape_prediction
+from actors.core.errors import ApiError
+from actors.serving.predictor import MAX_ID_LENGTH, MAX_NAME_LENGTH, REQUEST_KEYS, parse_request, shape_prediction
 
 FEATURES = {"a": 1.0, "b": 2.0, "c": 3.0}
 

@@ -1,8 +1,8 @@
-"""LRU eviction under a count and a byte budget, never evicting pinned models (actors/cache_policy.py)."""
+"""LRU eviction under a count and a byte budget, never evicting pinned models (actors/core/cache_policy.py)."""
 
 from __future__ import annotations
 
-from actors.cache_policy import EvictionPlan, Resident, plan_evictions
+from actors.core.cache_policy import EvictionPlan, Resident, plan_evictions
 
 BIG = 10**12
 

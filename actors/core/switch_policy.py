@@ -28,8 +28,8 @@ from typing import Any
 
 import attrs
 
-from actors.assignment import BASIS_POINTS, goes_to_candidate, new_salt
-from actors.model_repo import latest_version
+from actors.core.assignment import BASIS_POINTS, goes_to_candidate, new_salt
+from actors.storage.model_repo import latest_version
 
 STRATEGIES = ("immediate", "gradual", "canary", "ab")
 OP_STATES = ("loading", "running", "completed", "aborted", "rolled_back", "failed")
@@ -412,7 +412,7 @@ class TrafficPlan:
     operation_id: str | None = None
 
     def pick(self, key: str) -> str:
-        """The version serving ``key``; sticky for the life of the operation (see actors.assignment)."""
+        """The version serving ``key``; sticky for the life of the operation (see actors.core.assignment)."""
         if self.candidate and self.weight_bp > 0 and goes_to_candidate(self.salt, key, self.weight_bp):
             return self.candidate
         return self.stable

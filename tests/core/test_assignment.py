@@ -1,4 +1,4 @@
-"""Sticky, process-independent traffic assignment (actors/assignment.py)."""
+"""Sticky, process-independent traffic assignment (actors/core/assignment.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from actors.assignment import BASIS_POINTS, assignment_bucket, goes_to_candidate, new_salt
+from actors.core.assignment import BASIS_POINTS, assignment_bucket, goes_to_candidate, new_salt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEYS = [f"account-{i}" for i in range(200)]
@@ -34,7 +34,7 @@ def test_bucket_range() -> None:
 def test_stable_across_processes_with_different_hash_seeds() -> None:
     """A fresh interpreter with another PYTHONHASHSEED computes the same buckets (no hash() anywhere)."""
     code = (
-        "import json; from actors.assignment import assignment_bucket; "
+        "import json; from actors.core.assignment import assignment_bucket; "
         f"print(json.dumps([assignment_bucket('op-x', k) for k in {KEYS!r}]))"
     )
     here = [assignment_bucket("op-x", k) for k in KEYS]

@@ -1,4 +1,4 @@
-"""Sliding-window health, verdicts, Welford moments and significance tests (actors/health_stats.py)."""
+"""Sliding-window health, verdicts, Welford moments and significance tests (actors/core/health_stats.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from actors.health_stats import (
+from actors.core.health_stats import (
     AlertThresholds,
     HealthSnapshot,
     RunningMoments,
@@ -21,7 +21,7 @@ from actors.health_stats import (
     two_proportion_test,
     welch_t_test,
 )
-from actors.switch_policy import Verdict
+from actors.core.switch_policy import Verdict
 
 # --------------------------------------------------------------------------- sliding window
 

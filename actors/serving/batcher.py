@@ -24,10 +24,10 @@ import attrs
 import numpy as np
 import trio
 
-from actors.errors import ApiError
-from actors.metrics import Metrics
+from actors.core.errors import ApiError
+from actors.serving.metrics import Metrics
 from actors.model_cache import ModelKey
-from actors.tflite_backend import LoadedModel
+from actors.storage.tflite_backend import LoadedModel
 
 COST_SAMPLES = 16
 Runner = Callable[[LoadedModel, np.ndarray], np.ndarray]

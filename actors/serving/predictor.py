@@ -2,7 +2,7 @@
 
 Plain request-path logic shared by ``POST /predict`` and ``POST /predict/batch``:
 routing reads the router's snapshot (no lock, no await); the version comes from the
-model's traffic plan (sticky by symbol, see ``actors/assignment.py``); the model comes
+model's traffic plan (sticky by symbol, see ``actors/core/assignment.py``); the model comes
 from the cache's lock-free view (awaiting the cache actor only on a miss); inference
 runs inline because a small TFLite call costs microseconds, less than a thread hop.
 
@@ -25,19 +25,19 @@ from typing import Any
 import attrs
 import numpy as np
 
-from actors.batcher import Batcher
-from actors.errors import ApiError, bad_request
-from actors.features import check_finite_number, feature_row, feature_values
+from actors.serving.batcher import Batcher
+from actors.core.errors import ApiError, bad_request
+from actors.core.features import check_finite_number, feature_row, feature_values
 from actors.health_monitor import HealthMonitor, Observation
-from actors.metrics import Metrics
+from actors.serving.metrics import Metrics
 from actors.model_cache import ModelCache
-from actors.model_repo import latest_version
-from actors.recent_symbols import SymbolRoute
+from actors.storage.model_repo import latest_version
+from actors.core.recent_symbols import SymbolRoute
 from actors.router import RouterState
 from actors.rules import Selection
 from actors.switch_feed import SwitchFeed
-from actors.switch_policy import TrafficPlan
-from actors.tflite_backend import LoadedModel
+from actors.core.switch_policy import TrafficPlan
+from actors.storage.tflite_backend import LoadedModel
 from actors.transition_manager import Transitions
 
 log = logging.getLogger("model_router.predictor")

@@ -1,4 +1,4 @@
-"""Feature validation: request ``features`` -> the model's float32 input row (actors/features.py)."""
+"""Feature validation: request ``features`` -> the model's float32 input row (actors/core/features.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actors.errors import ApiError
-from actors.features import check_finite_number, feature_row
+from actors.core.errors import ApiError
+from actors.core.features import check_finite_number, feature_row
 
 
 def _reject(features: Any, names: tuple[str, ...], window: int) -> ApiError:

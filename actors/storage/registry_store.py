@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from actors.switch_policy import Operation, TrafficPlan
+from actors.core.switch_policy import Operation, TrafficPlan
 
 log = logging.getLogger("model_router.registry")
 

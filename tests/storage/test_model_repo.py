@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.model_repo import (
+from actors.storage.model_repo import (
     METADATA_FILE,
     MODEL_FILE,
     MetadataError,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.errors import ApiError, unprocessable
+from actors.core.errors import ApiError, unprocessable
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

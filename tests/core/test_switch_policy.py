@@ -1,4 +1,4 @@
-"""Switch operations as a state machine, traffic plans and version policy (actors/switch_policy.py)."""
+"""Switch operations as a state machine, traffic plans and version policy (actors/core/switch_policy.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from actors.assignment import goes_to_candidate, new_salt
-from actors.model_repo import latest_version as newest_version
-from actors.switch_policy import (
+from actors.core.assignment import goes_to_candidate, new_salt
+from actors.storage.model_repo import latest_version as newest_version
+from actors.core.switch_policy import (
     OP_STATES,
     POLICIES,
     STRATEGIES,

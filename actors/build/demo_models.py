@@ -14,7 +14,7 @@ baseline is about 1/3 and the held-out accuracy written to ``metadata.yml`` is m
 Input standardisation is folded into the first layer, so served models take raw features.
 
 Everything is seeded and the training loop is fixed, so a rebuild reproduces identical bytes.
-Run ``python -m actors.demo_models --out models [--force]``.
+Run ``python -m actors.build.demo_models --out models [--force]``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from actors.model_repo import (
+from actors.storage.model_repo import (
     METADATA_FILE,
     MODEL_FILE,
     ModelMetadata,
@@ -34,7 +34,7 @@ from actors.model_repo import (
     version_dir,
     write_model_version,
 )
-from actors.tflite_writer import build_mlp_tflite, numpy_forward
+from actors.build.tflite_writer import build_mlp_tflite, numpy_forward
 
 LABELS = ("SELL", "HOLD", "BUY")
 TRAINING_DATE = "2026-11-01"

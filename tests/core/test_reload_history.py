@@ -1,10 +1,10 @@
-"""Bounded reload history, its statistics and the ``param.reload`` wire form (actors/reload_history.py)."""
+"""Bounded reload history, its statistics and the ``param.reload`` wire form (actors/core/reload_history.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors.reload_history import ReloadEvent, ReloadHistory
+from actors.core.reload_history import ReloadEvent, ReloadHistory
 
 PUBSUB_KEYS = {"component", "timestamp", "config_hash", "rules_count", "latency_ms", "success"}
 

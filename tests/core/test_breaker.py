@@ -1,8 +1,8 @@
-"""Per-version circuit breaker as pure functions over explicit time (actors/breaker.py)."""
+"""Per-version circuit breaker as pure functions over explicit time (actors/core/breaker.py)."""
 
 from __future__ import annotations
 
-from actors.breaker import (
+from actors.core.breaker import (
     STATE_CODES,
     Breaker,
     BreakerSettings,

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from actors.switch_policy import Verdict
+from actors.core.switch_policy import Verdict
 
 # --------------------------------------------------------------------------- sliding window
 

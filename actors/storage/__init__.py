@@ -1,0 +1,1 @@
+"""Storage: the model repository, the TFLite backend, registry and config files (blocking calls)."""
