@@ -48,20 +48,20 @@ from actors import (
     switch_feed,
     transition_manager,
 )
-from actors.serving.batcher import Batcher, BatchSettings
-from actors.core.breaker import BreakerSettings
 from actors.config_watcher import ConfigWatcher, ReloadCommand, read_config_text, resolve_repository
 from actors.control_bus import ControlBus
+from actors.core.breaker import BreakerSettings
 from actors.core.errors import ApiError, bad_request, not_found
-from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor
 from actors.core.health_stats import AlertThresholds
-from actors.serving.metrics import Metrics
+from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor
 from actors.model_cache import CacheRequest, ModelCache, cache_limits
-from actors.storage.model_repo import list_repository, parse_metadata, version_dir
-from actors.serving.predictor import Predictor, parse_request
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
 from actors.router import ConfigUpdate, RouterState
 from actors.rules import ConfigError, RouterConfig, parse_config
+from actors.serving.batcher import Batcher, BatchSettings
+from actors.serving.metrics import Metrics
+from actors.serving.predictor import Predictor, parse_request
+from actors.storage.model_repo import list_repository, parse_metadata, version_dir
 from actors.switch_feed import STREAM_ID, FeedFilter, SwitchFeed, Trigger
 from actors.transition_manager import Command, InFlight, Transitions
 

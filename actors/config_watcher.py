@@ -28,10 +28,8 @@ import attrs
 import trio
 import watchfiles
 
-from actors.serving.metrics import Metrics
-from actors.storage.model_repo import list_repository
-from actors.redis_bus import RedisMessage, RedisOutbox
 from actors.core.reload_history import ReloadEvent, ReloadHistory
+from actors.redis_bus import RedisMessage, RedisOutbox
 from actors.router import ConfigUpdate, RouterState
 from actors.rules import (
     ConfigError,
@@ -41,6 +39,8 @@ from actors.rules import (
     compile_snapshot,
     parse_config,
 )
+from actors.serving.metrics import Metrics
+from actors.storage.model_repo import list_repository
 
 log = logging.getLogger("model_router.config")
 

@@ -35,9 +35,9 @@ from actors.core.health_stats import (
     two_proportion_test,
     welch_t_test,
 )
-from actors.serving.metrics import Metrics
-from actors.model_cache import ModelKey
 from actors.core.switch_policy import Verdict
+from actors.model_cache import ModelKey
+from actors.serving.metrics import Metrics
 
 log = logging.getLogger("model_router.health")
 

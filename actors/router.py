@@ -16,8 +16,8 @@ import time
 import attrs
 import trio
 
-from actors.serving.metrics import Metrics
 from actors.rules import RouterConfig, RoutingSnapshot, Selection, compile_snapshot
+from actors.serving.metrics import Metrics
 
 log = logging.getLogger("model_router.router")
 

@@ -27,9 +27,9 @@ import attrs
 import redis
 import trio
 
-from actors.serving.metrics import Metrics
 from actors.core.recent_symbols import RecentSymbols, SymbolRoute, changed_routes
 from actors.redis_bus import RedisMessage, RedisOutbox
+from actors.serving.metrics import Metrics
 
 log = logging.getLogger("model_router.switch_feed")
 

@@ -35,15 +35,7 @@ import attrs
 import trio
 import yaml
 
-from actors.storage import registry_store
 from actors.core.errors import ApiError, bad_request, not_found
-from actors.health_monitor import HealthMonitor
-from actors.serving.metrics import Metrics
-from actors.model_cache import ModelCache, ModelKey
-from actors.storage.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
-from actors.storage.registry_store import RegistryState
-from actors.rules import ModelThreshold
-from actors.switch_feed import SwitchFeed
 from actors.core.switch_policy import (
     Operation,
     TrafficPlan,
@@ -58,6 +50,14 @@ from actors.core.switch_policy import (
     resolve_stable,
     rollback,
 )
+from actors.health_monitor import HealthMonitor
+from actors.model_cache import ModelCache, ModelKey
+from actors.rules import ModelThreshold
+from actors.serving.metrics import Metrics
+from actors.storage import registry_store
+from actors.storage.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
+from actors.storage.registry_store import RegistryState
+from actors.switch_feed import SwitchFeed
 
 log = logging.getLogger("model_router.transitions")
 

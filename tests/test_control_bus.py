@@ -11,8 +11,8 @@ import trio
 
 from actors import control_bus, redis_bus
 from actors.control_bus import ControlBus, _dispatch
-from actors.serving.metrics import Metrics
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox
+from actors.serving.metrics import Metrics
 from tests.conftest import RedisServer
 
 

@@ -11,8 +11,8 @@ import trio.testing
 
 from actors import health_monitor
 from actors.core.breaker import BreakerSettings
-from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
 from actors.core.health_stats import AlertThresholds
+from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
 from actors.serving.metrics import Metrics
 
 KEY = ("fast", "2")

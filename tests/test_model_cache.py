@@ -21,8 +21,8 @@ import trio.testing
 from actors import model_cache
 from actors.build.demo_models import build_random_model
 from actors.core.errors import ApiError
-from actors.serving.metrics import Metrics
 from actors.model_cache import CacheLimits, CacheRequest, ModelCache, _CacheActor
+from actors.serving.metrics import Metrics
 from actors.storage.model_repo import MODEL_FILE
 from actors.storage.tflite_backend import LoadedModel, load_model
 from tests.conftest import FAST_FEATURES

@@ -21,8 +21,8 @@ import trio
 import trio.testing
 
 from actors import redis_bus
-from actors.serving.metrics import Metrics
 from actors.redis_bus import RedisMessage, RedisOutbox, _redact, disabled_outbox
+from actors.serving.metrics import Metrics
 from tests.conftest import RedisServer, Subscriber
 
 STREAM = "model_router.switch_events"

@@ -14,9 +14,9 @@ import trio
 import trio.testing
 
 from actors import redis_bus, switch_feed
-from actors.serving.metrics import Metrics
 from actors.core.recent_symbols import SymbolRoute
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
+from actors.serving.metrics import Metrics
 from actors.switch_feed import STREAM, FeedFilter, SwitchEvent, SwitchFeed, Trigger
 from tests.conftest import RedisServer
 

@@ -20,8 +20,8 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from actors.build.demo_models import build_random_model
-from actors.storage.model_repo import ModelMetadata, write_model_version
 from actors.build.tflite_writer import build_mlp_tflite
+from actors.storage.model_repo import ModelMetadata, write_model_version
 from tests.conftest import (
     ADMIN_KEY,
     FAST_FEATURES,

@@ -24,19 +24,19 @@ import trio
 import trio.testing
 
 from actors import health_monitor, model_cache, switch_feed, transition_manager
-from actors.storage import registry_store
-from actors.core.breaker import BreakerSettings
 from actors.build.demo_models import build_random_model
-from actors.core.errors import ApiError
-from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
-from actors.serving.metrics import Metrics
-from actors.model_cache import CacheLimits, CacheRequest, ModelCache
-from actors.storage.model_repo import ModelMetadata, version_dir, write_model_version
-from actors.core.recent_symbols import SymbolRoute
-from actors.redis_bus import disabled_outbox
-from actors.switch_feed import FeedFilter, SwitchFeed, Trigger
-from actors.core.switch_policy import Operation
 from actors.build.tflite_writer import build_mlp_tflite
+from actors.core.breaker import BreakerSettings
+from actors.core.errors import ApiError
+from actors.core.recent_symbols import SymbolRoute
+from actors.core.switch_policy import Operation
+from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
+from actors.model_cache import CacheLimits, CacheRequest, ModelCache
+from actors.redis_bus import disabled_outbox
+from actors.serving.metrics import Metrics
+from actors.storage import registry_store
+from actors.storage.model_repo import ModelMetadata, version_dir, write_model_version
+from actors.switch_feed import FeedFilter, SwitchFeed, Trigger
 from actors.transition_manager import Command, InFlight, TrafficView, Transitions
 
 FEATURES = ("a", "b", "c")

@@ -25,8 +25,8 @@ import numpy as np
 import trio
 
 from actors.core.errors import ApiError
-from actors.serving.metrics import Metrics
 from actors.model_cache import ModelKey
+from actors.serving.metrics import Metrics
 from actors.storage.tflite_backend import LoadedModel
 
 COST_SAMPLES = 16

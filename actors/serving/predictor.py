@@ -25,19 +25,19 @@ from typing import Any
 import attrs
 import numpy as np
 
-from actors.serving.batcher import Batcher
 from actors.core.errors import ApiError, bad_request
 from actors.core.features import check_finite_number, feature_row, feature_values
-from actors.health_monitor import HealthMonitor, Observation
-from actors.serving.metrics import Metrics
-from actors.model_cache import ModelCache
-from actors.storage.model_repo import latest_version
 from actors.core.recent_symbols import SymbolRoute
+from actors.core.switch_policy import TrafficPlan
+from actors.health_monitor import HealthMonitor, Observation
+from actors.model_cache import ModelCache
 from actors.router import RouterState
 from actors.rules import Selection
-from actors.switch_feed import SwitchFeed
-from actors.core.switch_policy import TrafficPlan
+from actors.serving.batcher import Batcher
+from actors.serving.metrics import Metrics
+from actors.storage.model_repo import latest_version
 from actors.storage.tflite_backend import LoadedModel
+from actors.switch_feed import SwitchFeed
 from actors.transition_manager import Transitions
 
 log = logging.getLogger("model_router.predictor")

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from actors.core.assignment import goes_to_candidate, new_salt
-from actors.storage.model_repo import latest_version as newest_version
 from actors.core.switch_policy import (
     OP_STATES,
     POLICIES,
@@ -27,6 +26,7 @@ from actors.core.switch_policy import (
     resolve_stable,
     rollback,
 )
+from actors.storage.model_repo import latest_version as newest_version
 
 HEALTHY = Verdict(healthy=True, enough_data=True)
 NO_DATA = Verdict(healthy=False, enough_data=False)

@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from actors.serving.batcher import Batcher, BatchSettings
 from actors.core.errors import ApiError
+from actors.serving.batcher import Batcher, BatchSettings
 from actors.serving.metrics import Metrics
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from actors.core.switch_policy import TrafficPlan, abort, begin, new_operation, parse_switch_params
 from actors.storage import registry_store
 from actors.storage.registry_store import OPERATIONS_LIMIT, ModelRecord, RegistryState, decode, encode, load, save
-from actors.core.switch_policy import TrafficPlan, abort, begin, new_operation, parse_switch_params
 
 
 def _op(op_id: str, *, now: float = 1000.0, terminal: bool = False, strategy: str = "gradual"):

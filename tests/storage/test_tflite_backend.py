@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from actors.build.demo_models import build_random_model, random_weights
+from actors.build.tflite_writer import numpy_forward
 from actors.storage.model_repo import METADATA_FILE, MODEL_FILE, dump_metadata, parse_metadata
 from actors.storage.tflite_backend import LoadedModel, ModelLoadError, load_model
-from actors.build.tflite_writer import numpy_forward
 
 
 def _load(root: Path, **kwargs: object) -> LoadedModel:
