@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import re
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 import trio
 import watchfiles
 
+from actors import mailbox
+from actors.core.commands import ReloadConfig
 from actors.core.reload_history import ReloadEvent, ReloadHistory
+from actors.mailbox import Envelope, Mailbox, ask
 from actors.redis_bus import RedisMessage, RedisOutbox
 from actors.router import ConfigUpdate, RouterState
 from actors.rules import (
@@ -40,24 +40,14 @@ from actors.rules import (
     parse_config,
 )
 from actors.serving.metrics import Metrics
+from actors.storage.config_files import read_config_text, write_backup
 from actors.storage.model_repo import list_repository
 
 log = logging.getLogger("model_router.config")
 
 RELOAD_CHANNEL = "param.reload"
-MAX_CONFIG_BYTES = 1024 * 1024
-# Files up to this size (~200 rules) parse in ~2.5 ms: cheaper inline than a thread hop,
-# which costs about as much again; larger files parse in a worker thread so request
-# handlers never stall behind them.
-INLINE_PARSE_BYTES = 64 * 1024
 WATCH_STEP_MS = 5
 WATCH_POLL_TIMEOUT_MS = 50
-
-
-@attrs.frozen
-class ReloadCommand:
-    trigger: str
-    reply: trio.MemorySendChannel[ReloadEvent] | None = None
 
 
 @attrs.define
@@ -65,7 +55,7 @@ class ConfigWatcher:
     """The handle: request reloads and read the history (rebound by the actor, never mutated)."""
 
     path: Path
-    commands: trio.MemorySendChannel[ReloadCommand]
+    commands: Mailbox
     history: ReloadHistory = attrs.field(factory=ReloadHistory)
     attempts: int = 0
     _recorded: trio.Event = attrs.field(factory=trio.Event)
@@ -88,59 +78,12 @@ class ConfigWatcher:
         return self.history.events[-1]
 
     async def reload(self, trigger: str = "call") -> ReloadEvent:
-        reply_send, reply_recv = trio.open_memory_channel[ReloadEvent](1)
-        async with reply_recv:
-            await self.commands.send(ReloadCommand(trigger, reply_send))
-            return await reply_recv.receive()
+        """Reload now (after any reload already queued); the event says whether it took."""
+        return await ask(self.commands, ReloadConfig(trigger))
 
     async def reload_config(self) -> bool:
         """Seed 000's programmatic reload: True when the new config is in force."""
         return (await self.reload("call")).success
-
-
-def read_config_text(path: Path) -> str:
-    """Read the file with a size bound; OSError and UnicodeError propagate with their reason."""
-    with path.open("rb") as handle:
-        data = handle.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ValueError(f"config file is larger than {MAX_CONFIG_BYTES} bytes")
-    return data.decode("utf-8")
-
-
-def resolve_repository(config_path: Path, config: RouterConfig, override: Path | None) -> Path:
-    """The model repository: ``override`` if given, else the config's path relative to its folder."""
-    if override is not None:
-        return override
-    return (config_path.parent / config.settings.model_repository).resolve()
-
-
-def backup_name(stem: str, timestamp: float, config_hash: str) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(timestamp))
-    millis = int(math.modf(timestamp)[0] * 1000)
-    return f"{stem}.{stamp}.{millis:03d}Z.{config_hash}.yml"
-
-
-def is_backup_of(stem: str, name: str) -> bool:
-    """Exactly ``<stem>.<YYYYmmddTHHMMSS>.<mmm>Z.<hash>.yml``: another config's backups never match."""
-    return re.fullmatch(re.escape(stem) + r"\.\d{8}T\d{6}\.\d{3}Z\.[^.]+\.yml", name) is not None
-
-
-def backups_to_prune(names: list[str], keep: int) -> list[str]:
-    """Oldest first beyond ``keep``; names sort by time because the stamp is fixed-width UTC."""
-    return sorted(names)[: max(0, len(names) - keep)]
-
-
-def write_backup(folder: Path, stem: str, text: str, config_hash: str, keep: int) -> Path:
-    """Keep the previous good file (blocking; runs in a worker thread)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / backup_name(stem, time.time(), config_hash)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
-    existing = [p.name for p in folder.iterdir() if is_backup_of(stem, p.name)]
-    for name in backups_to_prune(existing, keep):
-        (folder / name).unlink(missing_ok=True)
-    return target
 
 
 @attrs.define
@@ -153,7 +96,6 @@ class _Watcher:
     outbox: RedisOutbox
     metrics: Metrics
     repository: Path
-    on_applied: Callable[[RouterConfig, float], None]
     last_good_text: str
 
     def load_candidate(self, validate: bool) -> tuple[str, RouterConfig, RoutingSnapshot]:
@@ -171,15 +113,12 @@ class _Watcher:
         started = time.perf_counter()
         validate = self.router.config.reload.validation
         try:
-            if _file_size(self.handle.path) <= INLINE_PARSE_BYTES:
-                text, config, snapshot = self.load_candidate(validate)
-            else:
-                text, config, snapshot = await trio.to_thread.run_sync(self.load_candidate, validate)
+            text, config, snapshot = await trio.to_thread.run_sync(self.load_candidate, validate)
         except ConfigError as exc:
             return self.failed(trigger, started, exc.message, tuple(exc.details))
         except (OSError, UnicodeError, ValueError) as exc:
             return self.failed(trigger, started, f"cannot read {self.handle.path}: {exc}", ())
-        update = ConfigUpdate(config, snapshot)
+        update = ConfigUpdate(config, snapshot, started)
         previous = self.router.config
         await self.updates.send(update)
         await update.applied.wait()
@@ -192,9 +131,14 @@ class _Watcher:
         if config.reload.backup_on_reload and previous.config_hash != config.config_hash:
             await self.backup(self.last_good_text, previous.config_hash, config.reload.backup_count)
         self.last_good_text = text
-        self.on_applied(config, started)
         log.info("reload (%s) ok: %s, %d rules, %.2f ms", trigger, config.config_hash,
                  len(config.rules), latency_ms)
+        return event
+
+    async def reload(self, command: ReloadConfig) -> ReloadEvent:
+        """One attempt, recorded and published whatever its outcome."""
+        event = await self.attempt(command.trigger)
+        self.record(event)
         return event
 
     def failed(self, trigger: str, started: float, error: str, details: tuple) -> ReloadEvent:
@@ -223,11 +167,6 @@ class _Watcher:
         self.outbox.offer(RedisMessage("publish", RELOAD_CHANNEL, event.to_pubsub()))
 
 
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0  # let the read report the problem
 
 
 def _file_stat(path: Path) -> tuple[int, int, int] | None:
@@ -239,7 +178,7 @@ def _file_stat(path: Path) -> tuple[int, int, int] | None:
 
 
 async def _watch_file(path: Path, settings: ReloadSettings,
-                      commands: trio.MemorySendChannel[ReloadCommand],
+                      commands: Mailbox,
                       *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Send a reload per settled change of ``path``, at most one per ``debounce_ms``.
 
@@ -277,10 +216,7 @@ async def _watch_file(path: Path, settings: ReloadSettings,
                     continue
                 last_stat = stat
                 last_reload = trio.current_time()
-                reply_send, reply_recv = trio.open_memory_channel[ReloadEvent](1)
-                async with reply_recv:
-                    await commands.send(ReloadCommand("file", reply_send))
-                    await reply_recv.receive()
+                await ask(commands, ReloadConfig("file"))
         except (OSError, RuntimeError) as exc:
             if not started:
                 started = True
@@ -292,7 +228,7 @@ async def _watch_file(path: Path, settings: ReloadSettings,
 RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
-async def _watch_signals(router: RouterState, commands: trio.MemorySendChannel[ReloadCommand],
+async def _watch_signals(router: RouterState, commands: Mailbox,
                          *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """One receiver for every signal ``reload.signal`` may name, for the whole run.
 
@@ -305,13 +241,13 @@ async def _watch_signals(router: RouterState, commands: trio.MemorySendChannel[R
         async for signum in signals:
             wanted = router.config.reload.signal
             if signal.Signals(signum).name == wanted:
-                await commands.send(ReloadCommand("signal"))
+                await commands.send(Envelope(ReloadConfig("signal")))
             else:
                 log.warning("ignoring %s: the reload signal is %s", signal.Signals(signum).name, wanted)
 
 
 async def _run_triggers(path: Path, settings: ReloadSettings,
-                        commands: trio.MemorySendChannel[ReloadCommand],
+                        commands: Mailbox,
                         *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
@@ -323,7 +259,7 @@ async def _run_triggers(path: Path, settings: ReloadSettings,
 
 async def run(
     handle: ConfigWatcher,
-    commands: trio.MemoryReceiveChannel[ReloadCommand],
+    commands: trio.MemoryReceiveChannel[Envelope[ReloadConfig]],
     router: RouterState,
     updates: trio.MemorySendChannel[ConfigUpdate],
     outbox: RedisOutbox,
@@ -331,7 +267,6 @@ async def run(
     *,
     repository: Path,
     initial_text: str,
-    on_applied: Callable[[RouterConfig, float], None],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Handle reload commands in order; restart the triggers when ``reload:`` settings change.
@@ -339,7 +274,7 @@ async def run(
     The config already in force at start (loaded by the composition root) is recorded as
     the first event, trigger "startup".
     """
-    watcher = _Watcher(handle, router, updates, outbox, metrics, repository, on_applied, initial_text)
+    watcher = _Watcher(handle, router, updates, outbox, metrics, repository, initial_text)
     config = router.config
     watcher.record(ReloadEvent(time.time(), True, config.config_hash, len(config.rules), 0.0,
                                "startup", warnings=config.warnings))
@@ -348,11 +283,8 @@ async def run(
         await nursery.start(_watch_signals, router, handle.commands)
         triggers = await nursery.start(_run_triggers, handle.path, settings, handle.commands)
         task_status.started()
-        async for command in commands:
-            event = await watcher.attempt(command.trigger)
-            watcher.record(event)
-            if command.reply is not None:
-                command.reply.send_nowait(event)
+        async for envelope in commands:
+            await mailbox.handle("config_watcher", envelope, watcher.reload)
             current = router.config.reload
             if (current.enabled, current.debounce_ms) != (settings.enabled, settings.debounce_ms):
                 triggers.cancel()

@@ -27,6 +27,8 @@ import attrs
 import redis
 import trio
 
+from actors.core.commands import Command, from_wire, mirrored, settled, to_wire
+from actors.core.errors import RouterError
 from actors.redis_bus import RedisMessage, RedisOutbox
 
 log = logging.getLogger("model_router.control")
@@ -36,22 +38,34 @@ POLL_S = 0.5
 SUBSCRIBE_TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 5.0
 
-Handler = Callable[[dict[str, Any]], Awaitable[None]]
+# Runs a command in this process (routes it to the actor that owns it) and returns its result.
+Executor = Callable[[Command], Awaitable[Any]]
 
 
 @attrs.define
 class ControlBus:
-    """The handle: publish a command for the other workers; ``enabled`` only with Redis and >1 worker."""
+    """The one entry point for operator commands: run here, then mirror to the other workers.
+
+    ``submit`` is what the HTTP layer calls, so no command can be applied without being
+    mirrored; ``enabled`` only with Redis and more than one worker.
+    """
 
     outbox: RedisOutbox
+    execute: Executor
     enabled: bool = False
     origin: str = attrs.field(factory=lambda: os.urandom(8).hex())
 
-    def publish(self, kind: str, **args: Any) -> None:
+    async def submit(self, command: Command) -> Any:
+        """Run ``command`` here; once it succeeded, publish it (with its operation id) to the others."""
+        result = await self.execute(command)
+        self.publish(settled(command, result))
+        return result
+
+    def publish(self, command: Command) -> None:
         if self.enabled:
-            payload = {"origin": self.origin, "kind": kind, "args": args}
+            payload = {"origin": self.origin, **to_wire(command)}
             sent = self.outbox.offer(RedisMessage("publish", CHANNEL, payload))
-            log.debug("published %s from %s (queued: %s)", kind, self.origin, sent)
+            log.debug("published %s from %s (queued: %s)", payload["kind"], self.origin, sent)
 
 
 @attrs.define
@@ -84,30 +98,28 @@ def _subscribe(url: str) -> _Subscription:
     return subscription
 
 
-async def _dispatch(bus: ControlBus, handlers: dict[str, Handler], raw: bytes) -> None:
+async def _dispatch(bus: ControlBus, raw: bytes) -> None:
     try:
         message = json.loads(raw)
-        kind, args, origin = message["kind"], message["args"], message["origin"]
-    except (ValueError, KeyError, TypeError) as exc:
+        origin = message["origin"]
+        command = mirrored(from_wire(message))
+    except (ValueError, KeyError, TypeError) as exc:  # UnknownCommand is a ValueError
         log.warning("ignoring a malformed control message: %s", exc)
         return
-    log.debug("received %s from %s", kind, origin)
+    log.debug("received %s from %s", message["kind"], origin)
     if origin == bus.origin:
         return
-    handler = handlers.get(kind)
-    if handler is None:
-        log.warning("ignoring control message of unknown kind %r", kind)
-        return
     try:
-        await handler(args)
-    except Exception:  # one bad command must not stop the bus
-        log.exception("control command %s from %s failed here", kind, origin)
+        await bus.execute(command)
+    except RouterError as exc:  # refused here (e.g. already done): the state says why
+        log.info("control command %s from %s refused here: %s", message["kind"], origin, exc)
+    except Exception:  # supervision: one bad command must not stop the bus
+        log.exception("control command %s from %s failed here", message["kind"], origin)
 
 
 async def run(
     bus: ControlBus,
     url: str,
-    handlers: dict[str, Handler],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -139,7 +151,7 @@ async def run(
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             if message is not None and message.get("type") == "message":
-                await _dispatch(bus, handlers, message["data"])
+                await _dispatch(bus, message["data"])
     finally:
         if subscription is not None:
             subscription.close()

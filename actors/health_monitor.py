@@ -24,7 +24,9 @@ from typing import Any
 import attrs
 import trio
 
+from actors import mailbox
 from actors.core.breaker import STATE_CODES, Breaker, BreakerSettings, allow, on_failure, on_success, release_probe
+from actors.core.errors import InvalidInput, not_found
 from actors.core.health_stats import (
     AlertThresholds,
     HealthSnapshot,
@@ -36,7 +38,9 @@ from actors.core.health_stats import (
     welch_t_test,
 )
 from actors.core.switch_policy import Verdict
-from actors.model_cache import ModelKey
+from actors.core.versions import ModelKey
+from actors.mailbox import Envelope, ask
+from actors.rules import RouterConfig, SwitchingSettings
 from actors.serving.metrics import Metrics
 
 log = logging.getLogger("model_router.health")
@@ -62,14 +66,31 @@ class Observation:
     count: int = 1
 
 
-@attrs.frozen(eq=False)
-class FeedbackCommand:
+@attrs.frozen
+class Feedback:
+    """The true outcome of an earlier prediction, by its correlation id (asked, answered)."""
+
     correlation_id: str
     outcome: str
-    reply: trio.MemorySendChannel[dict[str, Any]]
 
 
-HealthMessage = Observation | FeedbackCommand
+@attrs.frozen
+class LimitsChanged:
+    """New breaker and alert limits from a rules reload; the actor puts them in force itself."""
+
+    breakers: BreakerSettings
+    alerts: AlertThresholds
+
+
+HealthMessage = Observation | Envelope[Feedback] | LimitsChanged
+
+
+def switching_limits(switching: SwitchingSettings) -> tuple[BreakerSettings, AlertThresholds]:
+    """The breaker and alert limits a config's ``switching:`` section asks for."""
+    return (BreakerSettings(failure_threshold=switching.breaker_failures,
+                            open_seconds=switching.breaker_open_seconds),
+            AlertThresholds(error_rate=switching.alert_error_rate, latency_p95_ms=switching.alert_latency_p95_ms,
+                            min_requests=switching.min_requests))
 
 
 @attrs.define
@@ -170,10 +191,19 @@ class HealthMonitor:
             self.metrics.health_observations_dropped.inc()
 
     async def feedback(self, correlation_id: str, outcome: str) -> dict[str, Any]:
-        reply_send, reply_recv = trio.open_memory_channel[dict[str, Any]](1)
-        async with reply_recv:
-            await self.inbox.send(FeedbackCommand(correlation_id, outcome, reply_send))
-            return await reply_recv.receive()
+        """Fold an outcome into the answering version's window; NotFound/InvalidInput when it cannot."""
+        return await ask(self.inbox, Feedback(correlation_id, outcome))
+
+    def rules_applied(self, config: RouterConfig, started_at: float) -> None:
+        """A router listener: the reloaded rules' ``switching:`` limits go in force."""
+        self.limits_changed(*switching_limits(config.switching))
+
+    def limits_changed(self, breakers: BreakerSettings, alerts: AlertThresholds) -> None:
+        """From a rules reload (non-blocking): the actor applies the new limits in order with observations."""
+        try:
+            self.inbox.send_nowait(LimitsChanged(breakers, alerts))
+        except trio.WouldBlock:
+            log.error("health monitor queue full: new switching limits not delivered")
 
     def snapshot(self, name: str, version: str) -> HealthSnapshot:
         window = self.windows.get((name, version))
@@ -225,13 +255,15 @@ class HealthMonitor:
             while len(index) > FEEDBACK_INDEX_LIMIT:
                 index.popitem(last=False)
 
-    def take_feedback(self, command: FeedbackCommand) -> dict[str, Any]:
+    async def take_feedback(self, command: Feedback) -> dict[str, Any]:
         entry = self.feedback_index.get(command.correlation_id)
         if entry is None:
-            return {"status": 404}
+            raise not_found("unknown_correlation_id", "no recent prediction has this correlation_id",
+                            correlation_id=command.correlation_id)
         name, version, label, labels, operation_id = entry
         if command.outcome not in labels:
-            return {"status": 422, "labels": list(labels)}
+            raise InvalidInput("invalid_outcome", "outcome must be one of the model's labels",
+                               {"labels": list(labels)})
         correct = command.outcome == label
         self.windows[(name, version)].record_outcome(time.monotonic(), correct)
         if operation_id is not None:
@@ -239,7 +271,7 @@ class HealthMonitor:
             arm.outcomes += 1
             arm.correct += 1 if correct else 0
         del self.feedback_index[command.correlation_id]
-        return {"status": 200, "model": {"name": name, "version": version}, "predicted": label,
+        return {"model": {"name": name, "version": version}, "predicted": label,
                 "outcome": command.outcome, "correct": correct}
 
 
@@ -253,11 +285,13 @@ async def run(
     async with inbox:
         task_status.started()
         async for message in inbox:
-            if isinstance(message, FeedbackCommand):
-                result = monitor.take_feedback(message)
+            if isinstance(message, Observation):
                 try:
-                    message.reply.send_nowait(result)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-                    log.debug("feedback caller left before its answer")
+                    monitor.take(message)
+                except Exception as exc:  # supervision: one bad observation is dropped, the actor goes on
+                    log.error("health monitor: dropping an observation", exc_info=exc)
+            elif isinstance(message, LimitsChanged):
+                monitor.breakers.settings = message.breakers
+                monitor.alerts = message.alerts
             else:
-                monitor.take(message)
+                await mailbox.handle("health_monitor", message, monitor.take_feedback)

@@ -16,22 +16,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
+import outcome
 import trio
 
+from actors import mailbox
 from actors.core.cache_policy import Resident, plan_evictions
-from actors.core.errors import ApiError, not_found, unavailable
+from actors.core.errors import Conflict, RouterError, not_found, unavailable
+from actors.core.versions import ModelKey, latest_version
+from actors.mailbox import Envelope, ask, tell
+from actors.rules import RouterConfig
 from actors.serving.metrics import Metrics
-from actors.storage.model_repo import latest_version, list_repository, version_dir
+from actors.storage.model_repo import list_repository, version_dir
 from actors.storage.tflite_backend import LoadedModel, ModelLoadError, load_model
 
 log = logging.getLogger("model_router.model_cache")
 
-ModelKey = tuple[str, str]
 FAILURE_RETRY_S = 10.0
 
 
@@ -54,17 +58,15 @@ class CacheView:
 @attrs.frozen
 class LoadResult:
     model: LoadedModel | None = None
-    error: ApiError | None = None
     previous_version: str | None = None
 
 
 @attrs.frozen
 class LoadRequest:
-    """Load ``name`` (``version`` None: the active or newest loadable version)."""
+    """Load ``name`` (``version`` None: the serving, else active, else newest loadable version)."""
 
     name: str
     version: str | None
-    reply: trio.MemorySendChannel[LoadResult] | None
     force: bool = False
 
 
@@ -73,7 +75,6 @@ class ReloadRequest:
     """Rescan the repository and load the newest version of ``name`` afresh."""
 
     name: str
-    reply: trio.MemorySendChannel[LoadResult]
 
 
 @attrs.frozen
@@ -82,7 +83,6 @@ class UnloadRequest:
 
     name: str
     version: str
-    reply: trio.MemorySendChannel[LoadResult] | None = None
 
 
 CacheRequest = LoadRequest | ReloadRequest | UnloadRequest
@@ -92,7 +92,9 @@ CacheRequest = LoadRequest | ReloadRequest | UnloadRequest
 class ModelCache:
     """The handle request handlers hold; the actor is the only writer of ``view``."""
 
-    requests: trio.MemorySendChannel[CacheRequest]
+    requests: trio.MemorySendChannel[Envelope[CacheRequest]]
+    # Versions taken out of service (the transition manager's registry): never handed out.
+    excluded: Callable[[str], frozenset[str]] = lambda name: frozenset()
     view: CacheView = attrs.field(factory=CacheView)
     last_used: dict[ModelKey, float] = attrs.field(factory=dict)
 
@@ -107,36 +109,31 @@ class ModelCache:
 
     async def get(self, name: str, version: str | None = None, *, force: bool = False) -> LoadedModel:
         """The model, loading it if needed; ``force`` retries a version that failed recently."""
+        if version is not None and version in self.excluded(name):
+            raise Conflict("version_deregistered", f"{name}@{version} is deregistered",
+                           {"model": name, "version": version})
         model = self.lookup(name, version)
         if model is not None:
             return model
-        result = await self._ask(lambda reply: LoadRequest(name, version, reply, force))
+        result: LoadResult = await ask(self.requests, LoadRequest(name, version, force))
         assert result.model is not None
         return result.model
 
     async def reload(self, name: str) -> LoadResult:
-        return await self._ask(lambda reply: ReloadRequest(name, reply))
+        return await ask(self.requests, ReloadRequest(name))  # type: ignore[no-any-return]
 
     async def unload(self, name: str, version: str) -> None:
-        await self._ask(lambda reply: UnloadRequest(name, version, reply))
+        await ask(self.requests, UnloadRequest(name, version))
 
     def preload(self, names: tuple[str, ...]) -> None:
         """Fire-and-forget loads (startup, a reload that names a new default model)."""
         for name in names:
-            if self.lookup(name) is None:
-                try:
-                    self.requests.send_nowait(LoadRequest(name, None, None))
-                except trio.WouldBlock:
-                    log.warning("preload of %s skipped: cache request queue full", name)
+            if self.lookup(name) is None and not tell(self.requests, LoadRequest(name, None)):
+                log.warning("preload of %s skipped: cache request queue full", name)
 
-    async def _ask(self, make: Callable[[Any], CacheRequest]) -> LoadResult:
-        reply_send, reply_recv = trio.open_memory_channel[LoadResult](1)
-        async with reply_recv:
-            await self.requests.send(make(reply_send))
-            result = await reply_recv.receive()
-        if result.error is not None:
-            raise result.error
-        return result
+    def rules_applied(self, config: RouterConfig, started_at: float) -> None:
+        """New rules are in force: have their default model loaded before it is asked for."""
+        self.preload((config.settings.default_model,))
 
 
 @attrs.define
@@ -150,9 +147,9 @@ class _CacheActor:
     pinned: Callable[[], frozenset[str]]
     pinned_versions: Callable[[], frozenset[ModelKey]]
     excluded: Callable[[str], frozenset[str]]
-    waiters: dict[tuple[str, str | None], list[trio.MemorySendChannel[LoadResult]]] = attrs.field(
-        factory=dict
-    )
+    # The version to prefer when a load names none: the one the traffic plan serves.
+    preferred: Callable[[str], str | None] = lambda name: None
+    waiters: dict[tuple[str, str | None], list[Envelope[CacheRequest]]] = attrs.field(factory=dict)
     failed_at: dict[ModelKey, float] = attrs.field(factory=dict)
 
     def publish(self, **changes: Any) -> None:
@@ -174,14 +171,20 @@ class _CacheActor:
         versions = tuple(v for v in catalog.get(name, ()) if v not in excluded)
         if version is not None:
             return (version,) if version in versions else ()
-        active = self.cache.view.active.get(name)
-        newest_first = tuple(sorted(versions, key=int, reverse=True))
-        return ((active,) if active else ()) + tuple(v for v in newest_first if v != active)
+        first = [v for v in (self.preferred(name), self.cache.view.active.get(name)) if v in versions]
+        newest_first = sorted(versions, key=int, reverse=True)
+        return tuple(dict.fromkeys([*first, *newest_first]))
 
     async def load_one(self, name: str, version: str) -> LoadedModel:
         path = version_dir(self.root, name, version)
         started = trio.current_time()
-        model = await trio.to_thread.run_sync(load_model, path, name, version)
+        try:
+            model = await trio.to_thread.run_sync(load_model, path, name, version)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # a corrupt file can fail anywhere in the runtime: still just "failed"
+            log.error("loading %s@%s raised %s", name, version, type(exc).__name__, exc_info=exc)
+            raise ModelLoadError(f"{type(exc).__name__} while loading: {exc}"[:500]) from exc
         log.info("loaded %s@%s in %.1f ms (%d bytes)", name, version,
                  (trio.current_time() - started) * 1000, model.size_bytes)
         return model
@@ -217,7 +220,7 @@ class _CacheActor:
         active = self.cache.view.active
         return frozenset((n, active[n]) for n in self.pinned() if n in active) | self.pinned_versions()
 
-    def unload(self, request: UnloadRequest) -> None:
+    def unload(self, request: UnloadRequest) -> LoadResult:
         view = self.cache.view
         key = (request.name, request.version)
         if key in view.models:
@@ -230,8 +233,7 @@ class _CacheActor:
                     active[request.name] = latest_version(remaining)
             self.publish(models=models, active=active)
             log.info("unloaded %s@%s", *key)
-        if request.reply is not None:
-            _reply(request.reply, LoadResult())
+        return LoadResult()
 
     def unload_idle(self, cutoff: float) -> tuple[ModelKey, ...]:
         """Drop unpinned models last used before ``cutoff`` (trio clock)."""
@@ -264,13 +266,13 @@ class _CacheActor:
         key = (request.name, request.version)
         versions = self.candidates(request.name, request.version)
         if not versions:
-            self.answer(key, LoadResult(error=self.missing(request.name, request.version)))
+            self.answer(key, outcome.Error(self.missing(request.name, request.version)))
             return
         reasons: dict[str, str] = {}
         for version in versions:
             loaded = self.cache.view.models.get((request.name, version))
             if loaded is not None:
-                self.answer(key, LoadResult(model=loaded))
+                self.answer(key, outcome.Value(LoadResult(model=loaded)))
                 return
             if not request.force and self.failed_recently((request.name, version)):
                 reasons[version] = self.cache.view.failures.get((request.name, version), "failed recently")
@@ -282,37 +284,35 @@ class _CacheActor:
                 self.record_failure(request.name, version, exc.reason)
                 continue
             self.install(model, make_active=False)
-            self.answer(key, LoadResult(model=model))
+            self.answer(key, outcome.Value(LoadResult(model=model)))
             return
-        self.answer(key, LoadResult(error=unavailable(
+        self.answer(key, outcome.Error(unavailable(
             "model_unavailable", f"model {request.name!r} could not be loaded",
             model=request.name, reasons=reasons)))
 
-    async def handle_reload(self, request: ReloadRequest) -> None:
+    async def handle_reload(self, request: ReloadRequest) -> LoadResult:
         catalog = self.rescan()
         excluded = self.excluded(request.name)
         versions = tuple(v for v in catalog.get(request.name, ()) if v not in excluded)
         if not versions:
-            _reply(request.reply, LoadResult(error=self.missing(request.name, None)))
-            return
+            raise self.missing(request.name, None)
         newest = latest_version(versions)
         try:
             model = await self.load_one(request.name, newest)
         except ModelLoadError as exc:
             self.record_failure(request.name, newest, exc.reason)
-            _reply(request.reply, LoadResult(error=ApiError(
-                409, "model_reload_failed",
+            raise Conflict(
+                "model_reload_failed",
                 f"{request.name}@{newest} failed to load; the previous version keeps serving",
                 {"model": request.name, "version": newest, "reason": exc.reason,
-                 "serving": self.cache.view.active.get(request.name)})))
-            return
+                 "serving": self.cache.view.active.get(request.name)}) from exc
         previous = self.install(model, make_active=True)
-        _reply(request.reply, LoadResult(model=model, previous_version=previous))
+        return LoadResult(model=model, previous_version=previous)
 
-    def missing(self, name: str, version: str | None) -> ApiError:
+    def missing(self, name: str, version: str | None) -> RouterError:
         catalog = self.cache.view.catalog
         if version is not None and version in self.excluded(name):
-            return ApiError(409, "version_deregistered", f"{name}@{version} is deregistered",
+            return Conflict("version_deregistered", f"{name}@{version} is deregistered",
                             {"model": name, "version": version})
         if name not in catalog:
             return not_found("model_not_found", f"model {name!r} is not in the repository",
@@ -320,17 +320,17 @@ class _CacheActor:
         return not_found("version_not_found", f"model {name!r} has no version {version!r}",
                          model=name, version=version, available=list(catalog[name]))
 
-    def answer(self, key: tuple[str, str | None], result: LoadResult) -> None:
-        for reply in self.waiters.pop(key, []):
-            _reply(reply, result)
+    def answer(self, key: tuple[str, str | None], result: outcome.Outcome[LoadResult]) -> None:
+        for envelope in self.waiters.pop(key, []):
+            envelope.answer(result)
 
-
-def _reply(channel: trio.MemorySendChannel[LoadResult], result: LoadResult) -> None:
-    """Answer a caller that may have given up (timeout, client gone): never crash the actor."""
-    try:
-        channel.send_nowait(result)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-        log.debug("a caller left before its answer")
+    async def load_for_waiters(self, request: LoadRequest) -> None:
+        """One coalesced load; whatever goes wrong fails these waiters only (supervision)."""
+        key = (request.name, request.version)
+        try:
+            await self.handle_load(request)
+        except Exception as exc:
+            self.answer(key, mailbox.failure("model_cache", request, exc))
 
 
 async def _sweep_idle(actor: _CacheActor, ttl_seconds: Callable[[], float]) -> None:
@@ -348,13 +348,14 @@ async def run(
     limits: CacheLimits,
     metrics: Metrics,
     cache: ModelCache,
-    requests: trio.MemoryReceiveChannel[CacheRequest],
+    requests: trio.MemoryReceiveChannel[Envelope[CacheRequest]],
     *,
     pinned: Callable[[], frozenset[str]],
     pinned_versions: Callable[[], frozenset[ModelKey]] = frozenset,
     excluded: Callable[[str], frozenset[str]] = lambda name: frozenset(),
     preload: tuple[str, ...] = (),
     ttl_seconds: Callable[[], float] = lambda: 0.0,
+    preferred: Callable[[str], str | None] = lambda name: None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve load and reload requests until cancelled.
@@ -362,26 +363,32 @@ async def run(
     Reports started once the repository has been scanned and preloads are queued; the
     loads themselves complete in the background (``/health/ready`` tells when).
     """
-    actor = _CacheActor(root, limits, metrics, cache, pinned, pinned_versions, excluded)
+    actor = _CacheActor(root, limits, metrics, cache, pinned, pinned_versions, excluded, preferred)
     actor.rescan()
     async with requests, trio.open_nursery() as nursery:
         cache.preload(preload)
         nursery.start_soon(_sweep_idle, actor, ttl_seconds)
         task_status.started()
-        async for request in requests:
+        async for envelope in requests:
+            request = envelope.message
             if isinstance(request, ReloadRequest):
-                nursery.start_soon(actor.handle_reload, request)
+                nursery.start_soon(mailbox.handle, "model_cache", envelope, actor.handle_reload)
                 continue
             if isinstance(request, UnloadRequest):
-                actor.unload(request)
+                await mailbox.handle("model_cache", envelope, _sync(actor.unload))
                 continue
             key = (request.name, request.version)
             joining = key in actor.waiters
-            replies = actor.waiters.setdefault(key, [])
-            if request.reply is not None:
-                replies.append(request.reply)
+            actor.waiters.setdefault(key, []).append(envelope)
             if not joining:
-                nursery.start_soon(actor.handle_load, request)
+                nursery.start_soon(actor.load_for_waiters, request)
+
+
+def _sync(function: Callable[[Any], LoadResult]) -> Callable[[Any], Awaitable[LoadResult]]:
+    async def call(message: Any) -> LoadResult:
+        return function(message)
+
+    return call
 
 
 def cache_limits(max_models: int, model_cache_mb: float) -> CacheLimits:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
@@ -38,7 +39,14 @@ class ConfigUpdate:
 
     config: RouterConfig
     snapshot: RoutingSnapshot
+    started_at: float = 0.0  # perf_counter when the reload began, for switch-event latency
     applied: trio.Event = attrs.field(factory=trio.Event)
+
+
+# Told (synchronously, without waiting) each time new rules are in force: the owners of
+# state that follows the rules (breaker limits, the default model, the switch feed) get
+# a message and apply it themselves.
+Listener = Callable[[RouterConfig, float], None]
 
 
 @attrs.define
@@ -75,11 +83,17 @@ async def run(
     updates: trio.MemoryReceiveChannel[ConfigUpdate],
     metrics: Metrics,
     *,
+    listeners: Sequence[Listener] = (),
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Apply updates in arrival order until the channel closes or the scope is cancelled."""
+    """Apply updates in arrival order, then tell the listeners, until the channel closes."""
     async with updates:
         task_status.started()
         async for update in updates:
             apply(state, update, metrics)
             update.applied.set()
+            for listener in listeners:
+                try:
+                    listener(update.config, update.started_at)
+                except Exception as exc:  # supervision: a listener's bug never stops routing
+                    log.error("a rules listener failed", exc_info=exc)

@@ -127,6 +127,10 @@ class SwitchFeed:
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             self.metrics.switch_triggers_dropped.inc()
 
+    def rules_applied(self, config: object, started_at: float) -> None:
+        """A router listener: new rules may move symbols to other models; re-evaluate and announce."""
+        self.trigger("rules_reload", started_at=started_at)
+
     def subscribe(self, feed_filter: FeedFilter) -> tuple[Subscription, trio.MemoryReceiveChannel[dict[str, Any]]]:
         send, receive = trio.open_memory_channel[dict[str, Any]](self.subscriber_queue)
         subscription = Subscription(feed_filter, send)

@@ -24,10 +24,9 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,19 @@ import attrs
 import trio
 import yaml
 
-from actors.core.errors import ApiError, bad_request, not_found
+from actors import mailbox
+from actors.core.commands import (
+    AbortSwitch,
+    Command,
+    DeregisterVersion,
+    PromoteSwitch,
+    RegisterVersion,
+    ReloadModel,
+    RollbackModel,
+    RollbackOperation,
+    SwitchModel,
+)
+from actors.core.errors import Conflict, InvalidInput, RouterError, TooLarge, bad_request, not_found
 from actors.core.switch_policy import (
     Operation,
     TrafficPlan,
@@ -50,8 +61,10 @@ from actors.core.switch_policy import (
     resolve_stable,
     rollback,
 )
+from actors.core.versions import MODEL_NAME_RULE, ModelKey, is_model_name, is_version_name
 from actors.health_monitor import HealthMonitor
-from actors.model_cache import ModelCache, ModelKey
+from actors.mailbox import Envelope, Mailbox, ask, tell
+from actors.model_cache import ModelCache
 from actors.rules import ModelThreshold
 from actors.serving.metrics import Metrics
 from actors.storage import registry_store
@@ -61,8 +74,6 @@ from actors.switch_feed import SwitchFeed
 
 log = logging.getLogger("model_router.transitions")
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}$")
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 
 
@@ -116,19 +127,18 @@ class InFlight:
         await event.wait()
 
 
-@attrs.frozen(eq=False)
-class Command:
-    """A request to the actor: ``apply`` runs inside the actor; its result or ApiError is the reply."""
+@attrs.frozen
+class BreakerOpened:
+    """From the breaker board: a version's breaker opened (roll back a canary or gradual switch to it)."""
 
-    apply: Callable[[_Manager], Awaitable[Any]]
-    reply: trio.MemorySendChannel[tuple[Any, ApiError | None]] | None = None
+    key: ModelKey
 
 
 @attrs.define
 class Transitions:
     """The handle the request path and HTTP layer hold."""
 
-    commands: trio.MemorySendChannel[Command]
+    mailbox: Mailbox
     inflight: InFlight
     view: TrafficView = attrs.field(factory=TrafficView)
     _changed: trio.Event = attrs.field(factory=trio.Event)
@@ -162,53 +172,80 @@ class Transitions:
                             operation_id=operation_id)
         return op
 
-    async def _call(self, apply: Callable[[_Manager], Awaitable[Any]]) -> Any:
-        reply_send, reply_recv = trio.open_memory_channel[tuple[Any, ApiError | None]](1)
-        async with reply_recv:
-            await self.commands.send(Command(apply, reply_send))
-            result, error = await reply_recv.receive()
-        if error is not None:
-            raise error
-        return result
+    async def execute(self, command: Command | BreakerOpened) -> Any:
+        """Run one command in the actor and return its result (or raise its domain error)."""
+        return await ask(self.mailbox, command)
 
     async def switch(self, name: str, body: Mapping[str, Any], operation_id: str | None = None) -> Operation:
         """Start a switch; ``operation_id`` is given when mirroring another worker's switch."""
-        return await self._call(lambda m: m.start_switch(name, body, reason="switch", operation_id=operation_id))
+        return await self.execute(SwitchModel(name, body, operation_id))
 
     async def abort(self, operation_id: str) -> Operation:
-        return await self._call(lambda m: m.stop(operation_id, "abort"))
+        return await self.execute(AbortSwitch(operation_id))
 
     async def promote(self, operation_id: str) -> Operation:
-        return await self._call(lambda m: m.stop(operation_id, "promote"))
+        return await self.execute(PromoteSwitch(operation_id))
 
     async def rollback(self, name: str, version: str | None, operation_id: str | None = None) -> Operation:
-        return await self._call(lambda m: m.rollback_model(name, version, operation_id))
+        return await self.execute(RollbackModel(name, version, operation_id))
 
     async def rollback_operation(self, operation_id: str, reason: str) -> None:
         """Mirror another worker's automatic rollback (ignored if not running here)."""
-        await self._call(lambda m: m.mirror_rollback(operation_id, reason))
+        await self.execute(RollbackOperation(operation_id, reason))
 
     async def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._call(lambda m: m.register(body))
+        return await self.execute(register_command(body))
 
     async def deregister(self, name: str, version: str) -> dict[str, Any]:
-        return await self._call(lambda m: m.deregister(name, version))
+        return await self.execute(DeregisterVersion(name, version))
 
     async def model_reloaded(self, name: str, version: str) -> Operation | None:
-        return await self._call(lambda m: m.follow_latest(name, version, reason="model_reload"))
+        return await self.execute(_FollowLatest(name, version, "model_reload"))
 
     def breaker_changed(self, key: ModelKey, new_state: str) -> None:
         """From the breaker board (synchronous): roll back a running switch whose candidate broke."""
-        if new_state != "open":
-            return
-
-        async def apply(manager: _Manager) -> None:
-            manager.candidate_broke(key)
-
-        try:
-            self.commands.send_nowait(Command(apply))
-        except trio.WouldBlock:
+        if new_state == "open" and not tell(self.mailbox, BreakerOpened(key)):
             log.error("transition manager queue full: breaker alert for %s@%s not delivered", *key)
+
+
+@attrs.frozen
+class _FollowLatest:
+    """A new version of ``model`` is loaded: follow it if the model's policy is "latest"."""
+
+    model: str
+    version: str
+    cause: str
+
+
+def completion_trigger(op: Operation) -> str:
+    """The event a finished move announces: its cause when automatic or a rollback, else a completion."""
+    return "switch_complete" if op.cause == "switch" else op.cause
+
+
+def _history_reason(op: Operation) -> str:
+    """Why the stable version changed, for the version history."""
+    if op.state == "completed" and op.cause != "switch":
+        return op.cause
+    return op.state
+
+
+def register_command(body: Mapping[str, Any]) -> RegisterVersion:
+    """Validate a registration body at the edge: one name pattern, the one the repository accepts."""
+    if not isinstance(body, Mapping):
+        raise bad_request("body must be an object with name and version")
+    name, version = str(body.get("name", "")), str(body.get("version", ""))
+    if not is_model_name(name):
+        raise bad_request(f"'name' must be {MODEL_NAME_RULE}", field="name", name=name[:80])
+    if not is_version_name(version):
+        raise bad_request("'version' must be a positive integer", field="version")
+    unknown = sorted(set(body) - {"name", "version", "metadata", "model_base64"})
+    if unknown:
+        raise bad_request(f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
+    encoded = body.get("model_base64")
+    if encoded is not None and not isinstance(encoded, str):
+        raise bad_request("'model_base64' must be a base64 string", field="model_base64")
+    metadata = body.get("metadata")
+    return RegisterVersion(name, version, metadata if isinstance(metadata, Mapping) else None, encoded)
 
 
 def _stable_version(manager: _Manager, name: str) -> str | None:
@@ -255,7 +292,7 @@ class _Manager:
         previous_stable = record.plan.stable if record.plan else op.from_version
         if plan.stable != previous_stable:
             record = record.with_history({"at": time.time(), "version": plan.stable, "previous": previous_stable,
-                                          "operation_id": op.id, "reason": op.state})
+                                          "operation_id": op.id, "reason": _history_reason(op)})
         record = attrs.evolve(record, plan=plan)
         self.publish(state.with_record(op.model, record).with_operation(op))
         if op.is_terminal:
@@ -275,6 +312,46 @@ class _Manager:
                 return op
         return None
 
+    # -- commands ------------------------------------------------------------------------
+
+    async def apply(self, message: Command | BreakerOpened | _FollowLatest) -> Any:
+        """One message, matched on its type: the whole command surface of the actor."""
+        match message:
+            case SwitchModel(model=name, params=body, operation_id=operation_id, reason=cause):
+                return await self.start_switch(name, body, reason=cause, operation_id=operation_id)
+            case AbortSwitch(operation_id=operation_id):
+                return await self.stop(operation_id, "abort")
+            case PromoteSwitch(operation_id=operation_id):
+                return await self.stop(operation_id, "promote")
+            case RollbackModel(model=name, version=version, operation_id=operation_id):
+                return await self.rollback_model(name, version, operation_id)
+            case RollbackOperation(operation_id=operation_id, reason=reason):
+                return await self.mirror_rollback(operation_id, reason)
+            case RegisterVersion():
+                return await self.register(message)
+            case DeregisterVersion(model=name, version=version):
+                return await self.deregister(name, version)
+            case ReloadModel(model=name, operation_id=operation_id):
+                return await self.reload_model(name, operation_id)
+            case BreakerOpened(key=key):
+                return self.candidate_broke(key)
+            case _FollowLatest(model=name, version=version, cause=cause):
+                return await self.follow_latest(name, version, reason=cause)
+        raise TypeError(f"the transition manager takes no {type(message).__name__}")
+
+    async def reload_model(self, name: str, operation_id: str | None = None) -> dict[str, Any]:
+        """Load the newest version afresh; a model that follows "latest" moves to it."""
+        result = await self.cache.reload(name)
+        assert result.model is not None
+        log.info("model %s reloaded: version %s (was %s)", name, result.model.version, result.previous_version)
+        operation = await self.follow_latest(name, result.model.version, reason="model_reload",
+                                             operation_id=operation_id)
+        body: dict[str, Any] = {"model": name, "version": result.model.version,
+                                "previous_version": result.previous_version, "status": "reloaded"}
+        if operation is not None:
+            body["operation_id"] = operation.id
+        return body
+
     # -- switching -----------------------------------------------------------------------
 
     async def resolve_target(self, name: str, requested: Any) -> tuple[str, str]:
@@ -291,10 +368,10 @@ class _Manager:
             failed = [v for (n, v) in self.cache.view.failures if n == name]
             newest = resolve_stable("latest", versions, None, failed)
             if newest is None:
-                raise ApiError(409, "no_loadable_version", f"model {name!r} has no loadable version", {"model": name})
+                raise Conflict("no_loadable_version", f"model {name!r} has no loadable version", {"model": name})
             return newest, "latest"
         if text in record.deregistered:
-            raise ApiError(409, "version_deregistered", f"{name}@{text} is deregistered",
+            raise Conflict("version_deregistered", f"{name}@{text} is deregistered",
                            {"model": name, "version": text})
         if text not in versions:
             raise not_found("version_not_found", f"model {name!r} has no version {text!r}",
@@ -306,20 +383,21 @@ class _Manager:
         started_at = time.perf_counter()
         running = self.active_operation(name)
         if running is not None:
-            raise ApiError(409, "switch_in_progress", f"{name} already has a running switch {running.id}",
+            raise Conflict("switch_in_progress", f"{name} already has a running switch {running.id}",
                            {"operation_id": running.id})
         target, policy = await self.resolve_target(name, body.get("version"))
         try:
             params = parse_switch_params(body)
         except ValueError as exc:
-            raise ApiError(422, "invalid_switch", str(exc), {}) from exc
+            raise InvalidInput("invalid_switch", str(exc), {}) from exc
         stable = _stable_version(self, name)
         if stable is None:
             stable = (await self.cache.get(name)).version
         if stable == target:
-            raise ApiError(409, "already_serving", f"{name}@{target} already serves all traffic",
+            raise Conflict("already_serving", f"{name}@{target} already serves all traffic",
                            {"model": name, "version": target})
-        op = new_operation(operation_id or f"sw-{uuid.uuid4().hex[:12]}", name, stable, target, params, time.time())
+        op = new_operation(operation_id or f"sw-{uuid.uuid4().hex[:12]}", name, stable, target, params, time.time(),
+                           cause=reason)
         state = self.handle.view.state
         self.publish(state.with_record(name, attrs.evolve(state.record(name), policy=policy)))
         self.put(op, trigger=None)
@@ -328,11 +406,21 @@ class _Manager:
         return op
 
     async def run_operation(self, operation_id: str, started_at: float | None = None) -> None:
+        """Drive one operation to its end; a bug while driving it fails that operation only."""
+        try:
+            await self.drive_operation(operation_id, started_at)
+        except Exception as exc:
+            log.error("switch %s: driving it failed; marking it failed", operation_id, exc_info=exc)
+            op = self.current(operation_id)
+            if not op.is_terminal:
+                self.put(fail(op, time.time(), f"internal error: {type(exc).__name__}"), trigger="rollback")
+
+    async def drive_operation(self, operation_id: str, started_at: float | None = None) -> None:
         op = self.current(operation_id)
         if op.state == "loading":
             try:
                 await self.cache.get(op.model, op.to_version, force=True)  # loaded and warmed before any traffic
-            except ApiError as exc:
+            except RouterError as exc:
                 reason = f"target version failed to load: {exc.details.get('reasons') or exc.message}"
                 self.put(fail(self.current(operation_id), time.time(), reason), trigger=None)
                 await self.finish(operation_id)
@@ -341,7 +429,7 @@ class _Manager:
             if op.is_terminal:
                 await self.finish(operation_id)
                 return
-            op = self.put(begin(op, time.time()), trigger="switch_complete" if op.params.strategy == "immediate"
+            op = self.put(begin(op, time.time()), trigger=completion_trigger(op) if op.params.strategy == "immediate"
                           else "switch_step", started_at=started_at)
         while not op.is_terminal:
             with trio.CancelScope() as scope:
@@ -360,7 +448,8 @@ class _Manager:
             decided_at = time.perf_counter()
             after = advance(op, verdict, time.time())
             if after.weight_bp != op.weight_bp or after.state != op.state:
-                reason = {"rolled_back": "rollback", "completed": "switch_complete"}.get(after.state, "switch_step")
+                reason = {"rolled_back": "rollback", "completed": completion_trigger(after)}.get(after.state,
+                                                                                              "switch_step")
                 op = self.put(after, trigger=reason, started_at=decided_at)
                 if op.state == "rolled_back":
                     self.on_auto_rollback(op)
@@ -392,12 +481,12 @@ class _Manager:
     async def stop(self, operation_id: str, how: str) -> Operation:
         op = self.handle.operation(operation_id)
         if op.is_terminal:
-            raise ApiError(409, "operation_finished", f"switch {operation_id} already {op.state}",
+            raise Conflict("operation_finished", f"switch {operation_id} already {op.state}",
                            {"operation_id": operation_id, "state": op.state})
         started_at = time.perf_counter()
         if how == "promote":
             if op.state != "running":
-                raise ApiError(409, "not_running", f"switch {operation_id} is {op.state}; promote needs running",
+                raise Conflict("not_running", f"switch {operation_id} is {op.state}; promote needs running",
                                {"operation_id": operation_id, "state": op.state})
             op = self.put(promote(op, time.time()), trigger="switch_complete", started_at=started_at)
         else:
@@ -437,16 +526,17 @@ class _Manager:
             self.wake_up(op.id)
             return op
         if running is not None:
-            raise ApiError(409, "switch_in_progress", f"{name} has a running switch {running.id}; "
+            raise Conflict("switch_in_progress", f"{name} has a running switch {running.id}; "
                            "roll it back without a version first", {"operation_id": running.id})
         target = version or self.handle.view.state.record(name).previous_stable()
         if target is None:
-            raise ApiError(409, "nothing_to_roll_back", f"{name} has no earlier version to return to",
+            raise Conflict("nothing_to_roll_back", f"{name} has no earlier version to return to",
                            {"model": name})
         return await self.start_switch(name, {"version": target, "strategy": "immediate"}, reason="rollback",
                                        operation_id=operation_id)
 
-    async def follow_latest(self, name: str, version: str, *, reason: str) -> Operation | None:
+    async def follow_latest(self, name: str, version: str, *, reason: str,
+                            operation_id: str | None = None) -> Operation | None:
         """A new version arrived: move to it if the model follows "latest", else just announce it."""
         record = self.handle.view.state.record(name)
         if record.plan is None:
@@ -454,23 +544,19 @@ class _Manager:
             return None
         if record.policy != "latest" or record.plan.stable == version or self.active_operation(name):
             return None
-        return await self.start_switch(name, {"version": version, "strategy": "immediate"}, reason=reason)
+        return await self.start_switch(name, {"version": version, "strategy": "immediate"}, reason=reason,
+                                       operation_id=operation_id)
 
     # -- registration ----------------------------------------------------------------------
 
-    async def register(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        name, version = str(body.get("name", "")), str(body.get("version", ""))
-        if not NAME_PATTERN.match(name):
-            raise bad_request("'name' must be 1-64 characters of letters, digits, '_', '-', '.'", field="name")
-        if not VERSION_PATTERN.match(version):
-            raise bad_request("'version' must be a positive integer", field="version")
-        unknown = sorted(set(body) - {"name", "version", "metadata", "model_base64"})
-        if unknown:
-            raise bad_request(f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
+    async def register(self, command: RegisterVersion) -> dict[str, Any]:
+        name, version = command.model, command.version
+        if not is_model_name(name) or not is_version_name(version):
+            raise bad_request("invalid model name or version", name=name[:80], version=version[:20])
         folder = version_dir(self.repository, name, version)
-        uploaded = "model_base64" in body
+        uploaded = command.model_base64 is not None
         if uploaded:
-            await self.write_upload(name, version, body)
+            await self.write_upload(name, version, command)
         elif not (folder / "model.tflite").exists():
             raise not_found("version_not_found", f"{folder} has no model.tflite; upload it with model_base64",
                             model=name, version=version)
@@ -479,31 +565,32 @@ class _Manager:
         self.publish(state.with_record(name, attrs.evolve(record, deregistered=record.deregistered - {version})))
         try:
             model = await self.cache.get(name, version, force=True)
-        except ApiError as exc:
+        except RouterError as exc:
             if uploaded:
                 await trio.to_thread.run_sync(_remove_version, folder)
-            raise ApiError(422, "model_invalid", f"{name}@{version} does not load",
+            raise InvalidInput("model_invalid", f"{name}@{version} does not load",
                            {"model": name, "version": version, "reasons": exc.details.get("reasons", exc.message)}
                            ) from exc
         log.info("registered %s@%s%s", name, version, " (uploaded)" if uploaded else "")
-        operation = await self.follow_latest(name, version, reason="model_registered")
+        operation = await self.follow_latest(name, version, reason="model_registered",
+                                             operation_id=command.operation_id)
         return {"name": name, "version": version, "status": "registered", "input_dim": model.input_dim,
                 "operation_id": operation.id if operation else None}
 
-    async def write_upload(self, name: str, version: str, body: Mapping[str, Any]) -> None:
+    async def write_upload(self, name: str, version: str, command: RegisterVersion) -> None:
         folder = version_dir(self.repository, name, version)
         if folder.exists():
-            raise ApiError(409, "version_exists", f"{name}@{version} already exists",
+            raise Conflict("version_exists", f"{name}@{version} already exists",
                            {"model": name, "version": version})
-        encoded = body.get("model_base64")
+        encoded = command.model_base64
         if not isinstance(encoded, str) or len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
-            raise ApiError(413, "model_too_large", f"model_base64 must be a string of at most {MAX_UPLOAD_BYTES} bytes",
+            raise TooLarge("model_too_large", f"model_base64 must be a string of at most {MAX_UPLOAD_BYTES} bytes",
                            {"limit_bytes": MAX_UPLOAD_BYTES})
         try:
             content = base64.b64decode(encoded, validate=True)
-            metadata = parse_metadata(yaml.safe_dump(body.get("metadata")))
+            metadata = parse_metadata(yaml.safe_dump(dict(command.metadata) if command.metadata else None))
         except (binascii.Error, ValueError, MetadataError) as exc:
-            raise ApiError(422, "invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
+            raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
         await trio.to_thread.run_sync(write_model_version, self.repository, name, version, content, metadata)
 
     async def deregister(self, name: str, version: str) -> dict[str, Any]:
@@ -512,7 +599,7 @@ class _Manager:
         serving = (plan is not None and plan.share(version) > 0) or (
             plan is None and self.cache.view.active.get(name) == version)
         if serving or self.handle.inflight.count(key) or (plan is not None and version in plan.versions()):
-            raise ApiError(409, "version_serving", f"{name}@{version} serves traffic; switch away from it first",
+            raise Conflict("version_serving", f"{name}@{version} serves traffic; switch away from it first",
                            {"model": name, "version": version, "in_flight": self.handle.inflight.count(key)})
         catalog = list_repository(self.repository)
         if version not in catalog.get(name, ()):
@@ -546,7 +633,7 @@ async def _persist(manager: _Manager, path: Path) -> None:
 
 async def run(
     handle: Transitions,
-    commands: trio.MemoryReceiveChannel[Command],
+    commands: trio.MemoryReceiveChannel[Envelope[Any]],
     cache: ModelCache,
     health: HealthMonitor,
     feed: SwitchFeed,
@@ -575,18 +662,8 @@ async def run(
                     nursery.start_soon(manager.run_operation, op.id)
             nursery.start_soon(_persist, manager, state_path)
             task_status.started()
-            async for command in commands:
-                try:
-                    result = await command.apply(manager), None
-                except ApiError as error:
-                    result = None, error
-                if result[1] is not None and command.reply is None:
-                    log.warning("transition command failed: %s", result[1])
-                if command.reply is not None:
-                    try:
-                        command.reply.send_nowait(result)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
-                        log.debug("a transition command's caller left before its answer")
+            async for envelope in commands:
+                await mailbox.handle("transition_manager", envelope, manager.apply)
     finally:
         # Outside the nursery: the background writer has finished (its thread is not
         # abandoned on cancel), so this final save is the only writer and the newest state wins.

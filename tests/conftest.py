@@ -26,6 +26,7 @@ import trio
 
 import app
 from actors.build.demo_models import build_random_model
+from actors.web.service import Service
 
 ADMIN_KEY = "test-admin-key-not-a-secret"
 FAST_FEATURES = ("a", "b", "c")
@@ -115,7 +116,7 @@ class Harness:
     """A running app and an HTTP client bound to it."""
 
     url: str
-    service: app.Service
+    service: Service
     client: httpx.AsyncClient
 
     async def predict(self, **body: Any) -> httpx.Response:

@@ -15,7 +15,8 @@ import pytest
 import trio
 
 from actors.build.demo_models import build_random_model
-from actors.core.errors import ApiError
+from actors.core.errors import RouterError
+from actors.web.errors import http_status
 from tests.conftest import (
     ADMIN_KEY,
     FAST_FEATURES,
@@ -294,9 +295,9 @@ async def test_readiness_follows_the_default_model(config_path: Path, repo: Path
     good = (repo / "backup" / "1" / "model.tflite").read_bytes()
     (repo / "backup" / "1" / "model.tflite").write_bytes(b"junk")
     async with running_app(config_path) as h:
-        with pytest.raises(ApiError) as failure:
+        with pytest.raises(RouterError) as failure:
             await h.service.cache.get("backup")  # joins the startup preload and shares its outcome
-        assert failure.value.status == 503
+        assert http_status(failure.value) == 503
         r = await h.client.get("/health/ready")
         assert r.status_code == 503
         assert "backup" in " ".join(r.json()["reasons"])

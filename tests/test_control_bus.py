@@ -7,10 +7,20 @@ import json
 from functools import partial
 from typing import Any
 
+import pytest
 import trio
 
 from actors import control_bus, redis_bus
 from actors.control_bus import ControlBus, _dispatch
+from actors.core.commands import (
+    AbortSwitch,
+    Command,
+    DeregisterVersion,
+    PromoteSwitch,
+    ReloadConfig,
+    SwitchModel,
+)
+from actors.core.errors import Conflict
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox
 from actors.serving.metrics import Metrics
 from tests.conftest import RedisServer
@@ -20,66 +30,87 @@ def message(kind: str, origin: str, **args: Any) -> bytes:
     return json.dumps({"kind": kind, "origin": origin, "args": args}).encode()
 
 
+class Recorder:
+    """An executor that records what it is asked to run; ``fail_on`` commands raise a bug."""
+
+    def __init__(self, fail_on: type | None = None) -> None:
+        self.seen: list[Command] = []
+        self.applied = trio.Event()
+        self.fail_on = fail_on
+
+    async def __call__(self, command: Command) -> Any:
+        if self.fail_on is not None and isinstance(command, self.fail_on):
+            raise RuntimeError("boom")
+        self.seen.append(command)
+        self.applied.set()
+        return {"operation_id": "sw-from-here"} if isinstance(command, SwitchModel) else None
+
+
 async def test_dispatch_ignores_own_unknown_and_malformed_messages() -> None:
-    """Only other workers' well-formed commands of a known kind are applied; a failing handler is contained."""
-    bus = ControlBus(RedisOutbox(None, Metrics()), enabled=True, origin="me")
-    seen: list[dict[str, Any]] = []
+    """Only other workers' well-formed commands of a known kind are applied; a failing one is contained."""
+    recorder = Recorder(fail_on=PromoteSwitch)
+    bus = ControlBus(RedisOutbox(None, Metrics()), recorder, enabled=True, origin="me")
+    await _dispatch(bus, message("config_reload", "me"))
+    await _dispatch(bus, message("nope", "other"))
+    await _dispatch(bus, b"{not json")
+    await _dispatch(bus, message("promote", "other", operation_id="sw-1"))
+    await _dispatch(bus, message("abort", "other", wrong_field=1))
+    assert recorder.seen == []
+    await _dispatch(bus, message("config_reload", "other", trigger="api"))
+    assert recorder.seen == [ReloadConfig("control")]
 
-    async def record(args: dict[str, Any]) -> None:
-        seen.append(args)
 
-    async def explode(args: dict[str, Any]) -> None:
-        raise RuntimeError("boom")
+async def test_submit_runs_here_then_publishes_with_the_operation_id() -> None:
+    """``submit`` is the one entry point: it runs the command, then mirrors it as settled."""
+    send, receive = trio.open_memory_channel[RedisMessage](4)
+    recorder = Recorder()
+    bus = ControlBus(RedisOutbox(send, Metrics()), recorder, enabled=True, origin="o1")
+    assert await bus.submit(SwitchModel("m", {"version": "2"})) == {"operation_id": "sw-from-here"}
+    sent = receive.receive_nowait()
+    assert (sent.kind, sent.target) == ("publish", control_bus.CHANNEL)
+    assert sent.payload == {"origin": "o1", "kind": "switch", "args": {
+        "model": "m", "params": {"version": "2"}, "operation_id": "sw-from-here", "reason": "switch"}}
 
-    handlers = {"config_reload": record, "bad": explode}
-    await _dispatch(bus, handlers, message("config_reload", "me"))
-    await _dispatch(bus, handlers, message("nope", "other"))
-    await _dispatch(bus, handlers, b"{not json")
-    await _dispatch(bus, handlers, message("bad", "other"))
-    assert seen == []
-    await _dispatch(bus, handlers, message("config_reload", "other", x=1))
-    assert seen == [{"x": 1}]
+
+async def test_a_refused_command_is_not_published() -> None:
+    """A command that fails here (a domain error) is not mirrored."""
+    send, receive = trio.open_memory_channel[RedisMessage](4)
+
+    async def refuse(command: Command) -> Any:
+        raise Conflict("version_serving", "no")
+
+    bus = ControlBus(RedisOutbox(send, Metrics()), refuse, enabled=True, origin="o1")
+    with pytest.raises(Conflict):
+        await bus.submit(DeregisterVersion("m", "1"))
+    assert receive.statistics().current_buffer_used == 0
 
 
 def test_publish_only_when_enabled() -> None:
     """A single worker (or no Redis) publishes nothing."""
     send, receive = trio.open_memory_channel[RedisMessage](4)
-    ControlBus(RedisOutbox(send, Metrics()), enabled=False).publish("config_reload")
-    bus = ControlBus(RedisOutbox(send, Metrics()), enabled=True, origin="o1")
-    bus.publish("switch", name="m", operation_id="sw-1")
-    sent = receive.receive_nowait()
-    assert (sent.kind, sent.target) == ("publish", control_bus.CHANNEL)
-    assert sent.payload == {"origin": "o1", "kind": "switch", "args": {"name": "m", "operation_id": "sw-1"}}
+    ControlBus(RedisOutbox(send, Metrics()), Recorder(), enabled=False).publish(ReloadConfig())
     assert receive.statistics().current_buffer_used == 0
 
 
 async def test_command_travels_between_two_buses_over_real_redis(redis_server: RedisServer) -> None:
-    """Worker A publishes; worker B's handler runs with the same arguments; A ignores its own message."""
+    """Worker A publishes; worker B runs the same command; A ignores its own message."""
     metrics = Metrics()
-    applied_b = trio.Event()
-    received: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
-
-    async def on_a(args: dict[str, Any]) -> None:
-        received["a"].append(args)
-
-    async def on_b(args: dict[str, Any]) -> None:
-        received["b"].append(args)
-        applied_b.set()
-
+    on_a, on_b = Recorder(), Recorder()
     send, receive = trio.open_memory_channel[RedisMessage](16)
     outbox = RedisOutbox(send, metrics, BusState())
-    bus_a = ControlBus(outbox, enabled=True, origin="a")
-    bus_b = ControlBus(outbox, enabled=True, origin="b")
+    bus_a = ControlBus(outbox, on_a, enabled=True, origin="a")
+    bus_b = ControlBus(outbox, on_b, enabled=True, origin="b")
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(redis_bus.run, redis_server.url, receive, metrics, state=outbox.state))
-        await nursery.start(control_bus.run, bus_a, redis_server.url, {"abort": on_a})
-        await nursery.start(control_bus.run, bus_b, redis_server.url, {"abort": on_b})
+        await nursery.start(control_bus.run, bus_a, redis_server.url)
+        await nursery.start(control_bus.run, bus_b, redis_server.url)
         gc.collect()  # regression: a collected client used to drop the pub/sub connection silently
-        bus_a.publish("abort", operation_id="sw-42")
+        await bus_a.submit(AbortSwitch("sw-42"))
         with trio.fail_after(5):
-            await applied_b.wait()
+            await on_b.applied.wait()
         nursery.cancel_scope.cancel()
-    assert received == {"a": [], "b": [{"operation_id": "sw-42"}]}
+    assert on_a.seen == [AbortSwitch("sw-42")]  # run once, locally, by submit
+    assert on_b.seen == [AbortSwitch("sw-42")]
 
 
 def test_subscription_keeps_its_connection_open(redis_server: RedisServer) -> None:

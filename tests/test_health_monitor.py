@@ -11,6 +11,7 @@ import trio.testing
 
 from actors import health_monitor
 from actors.core.breaker import BreakerSettings
+from actors.core.errors import InvalidInput, NotFound
 from actors.core.health_stats import AlertThresholds
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
 from actors.serving.metrics import Metrics
@@ -197,15 +198,18 @@ async def test_observations_fold_into_the_version_window() -> None:
 async def test_feedback_for_an_unknown_correlation_id_is_404() -> None:
     """Feedback nobody predicted is refused with status 404."""
     async with running_monitor() as monitor:
-        assert await monitor.feedback("nobody", "BUY") == {"status": 404}
+        with pytest.raises(NotFound):
+            await monitor.feedback("nobody", "BUY")
 
 
 async def test_feedback_with_a_label_the_model_does_not_have_is_422_with_the_labels() -> None:
     """An outcome outside the model's labels is 422 and lists the valid ones; the entry stays usable."""
     async with running_monitor() as monitor:
         monitor.observe(_obs("c1"))
-        assert await monitor.feedback("c1", "MOON") == {"status": 422, "labels": list(LABELS)}
-        assert (await monitor.feedback("c1", "BUY"))["status"] == 200
+        with pytest.raises(InvalidInput) as refused:
+            await monitor.feedback("c1", "MOON")
+        assert refused.value.details == {"labels": list(LABELS)}
+        assert (await monitor.feedback("c1", "BUY"))["predicted"] == "BUY"
 
 
 async def test_correct_and_incorrect_outcomes_update_accuracy_and_are_used_once() -> None:
@@ -214,14 +218,15 @@ async def test_correct_and_incorrect_outcomes_update_accuracy_and_are_used_once(
         for cid in ("c1", "c2", "c3", "c4"):
             monitor.observe(_obs(cid, label="BUY"))
         first = await monitor.feedback("c1", "BUY")
-        assert first == {"status": 200, "model": {"name": "fast", "version": "2"}, "predicted": "BUY",
+        assert first == {"model": {"name": "fast", "version": "2"}, "predicted": "BUY",
                          "outcome": "BUY", "correct": True}
         assert (await monitor.feedback("c2", "SELL"))["correct"] is False
         assert (await monitor.feedback("c3", "BUY"))["correct"] is True
         snap = monitor.snapshot("fast", "2")
         assert snap.outcomes == 3
         assert snap.accuracy == pytest.approx(2 / 3)
-        assert await monitor.feedback("c1", "BUY") == {"status": 404}
+        with pytest.raises(NotFound):
+            await monitor.feedback("c1", "BUY")
 
 
 async def test_failed_or_unlabelled_observations_are_not_feedback_targets() -> None:
@@ -229,8 +234,9 @@ async def test_failed_or_unlabelled_observations_are_not_feedback_targets() -> N
     async with running_monitor() as monitor:
         monitor.observe(_obs("bad", ok=False))
         monitor.observe(_obs("nolabel", label=None))
-        assert (await monitor.feedback("bad", "BUY"))["status"] == 404
-        assert (await monitor.feedback("nolabel", "BUY"))["status"] == 404
+        for correlation_id in ("bad", "nolabel"):
+            with pytest.raises(NotFound):
+                await monitor.feedback(correlation_id, "BUY")
 
 
 async def test_feedback_right_after_its_observation_is_never_404() -> None:
@@ -239,7 +245,7 @@ async def test_feedback_right_after_its_observation_is_never_404() -> None:
         for i in range(200):
             monitor.observe(_obs(f"c{i}"))
             result = await monitor.feedback(f"c{i}", "BUY")
-            assert result["status"] == 200, (i, result)
+            assert result["predicted"] == "BUY", (i, result)
 
 
 async def test_ab_arms_are_kept_per_operation_and_reported_with_both_tests() -> None:

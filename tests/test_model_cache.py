@@ -20,11 +20,12 @@ import trio.testing
 
 from actors import model_cache
 from actors.build.demo_models import build_random_model
-from actors.core.errors import ApiError
+from actors.core.errors import RouterError
 from actors.model_cache import CacheLimits, CacheRequest, ModelCache, _CacheActor
 from actors.serving.metrics import Metrics
 from actors.storage.model_repo import MODEL_FILE
 from actors.storage.tflite_backend import LoadedModel, load_model
+from actors.web.errors import http_status
 from tests.conftest import FAST_FEATURES
 
 GARBAGE = b"this is not a flatbuffer" * 8
@@ -94,8 +95,8 @@ def add_version(repo: Path, name: str, version: str, *, broken: bool = False) ->
         corrupt(repo, name, version)
 
 
-async def api_error(call: Callable[[], Any]) -> ApiError:
-    with trio.fail_after(10), pytest.raises(ApiError) as info:
+async def api_error(call: Callable[[], Any]) -> RouterError:
+    with trio.fail_after(10), pytest.raises(RouterError) as info:
         await call()
     return info.value
 
@@ -159,7 +160,7 @@ async def test_corrupt_model_is_503_with_reason_and_others_still_load(repo: Path
     async with running_cache(repo) as running:
         cache = running.cache
         error = await api_error(lambda: cache.get("backup"))
-        assert error.status == 503 and error.code == "model_unavailable"
+        assert http_status(error) == 503 and error.code == "model_unavailable"
         assert set(error.details["reasons"]) == {"1"}
         assert "corrupt" in error.details["reasons"]["1"]
         assert "corrupt" in cache.view.failures[("backup", "1")]
@@ -175,7 +176,7 @@ async def test_unknown_model_is_404_model_not_found(repo: Path) -> None:
     """A model absent from the repository: 404 ``model_not_found`` listing what exists."""
     async with running_cache(repo) as running:
         error = await api_error(lambda: running.cache.get("nope"))
-        assert error.status == 404 and error.code == "model_not_found"
+        assert http_status(error) == 404 and error.code == "model_not_found"
         assert error.details["available"] == ["backup", "fast", "windowed"]
 
 
@@ -183,7 +184,7 @@ async def test_unknown_version_is_404_version_not_found(repo: Path) -> None:
     """An existing model with a missing version: 404 ``version_not_found``."""
     async with running_cache(repo) as running:
         error = await api_error(lambda: running.cache.get("fast", "9"))
-        assert error.status == 404 and error.code == "version_not_found"
+        assert http_status(error) == 404 and error.code == "version_not_found"
         assert error.details["available"] == ["1"]
 
 
@@ -236,7 +237,7 @@ async def test_reload_of_broken_newer_version_is_409_and_old_keeps_serving(repo:
             old = await cache.get("fast")
         add_version(repo, "fast", "2", broken=True)
         error = await api_error(lambda: cache.reload("fast"))
-        assert error.status == 409 and error.code == "model_reload_failed"
+        assert http_status(error) == 409 and error.code == "model_reload_failed"
         assert error.details["version"] == "2" and error.details["serving"] == "1"
         assert "corrupt" in error.details["reason"]
         assert cache.lookup("fast") is old
@@ -247,7 +248,7 @@ async def test_reload_unknown_model_is_404(repo: Path) -> None:
     """Reloading a model that is not in the repository is 404."""
     async with running_cache(repo) as running:
         error = await api_error(lambda: running.cache.reload("ghost"))
-        assert error.status == 404 and error.code == "model_not_found"
+        assert http_status(error) == 404 and error.code == "model_not_found"
 
 
 async def test_reload_caller_cancelled_does_not_crash_actor(repo: Path, loader: CountingLoader) -> None:

@@ -27,7 +27,7 @@ from actors import health_monitor, model_cache, switch_feed, transition_manager
 from actors.build.demo_models import build_random_model
 from actors.build.tflite_writer import build_mlp_tflite
 from actors.core.breaker import BreakerSettings
-from actors.core.errors import ApiError
+from actors.core.errors import RouterError
 from actors.core.recent_symbols import SymbolRoute
 from actors.core.switch_policy import Operation
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
@@ -38,6 +38,7 @@ from actors.storage import registry_store
 from actors.storage.model_repo import ModelMetadata, version_dir, write_model_version
 from actors.switch_feed import FeedFilter, SwitchFeed, Trigger
 from actors.transition_manager import Command, InFlight, TrafficView, Transitions
+from actors.web.errors import http_status
 
 FEATURES = ("a", "b", "c")
 LABELS = ("SELL", "HOLD", "BUY")
@@ -147,10 +148,10 @@ def repo2(repo: Path) -> Path:
     return repo
 
 
-async def expect_error(call: Any, status: int, code: str) -> ApiError:
-    with pytest.raises(ApiError) as info:
+async def expect_error(call: Any, status: int, code: str) -> RouterError:
+    with pytest.raises(RouterError) as info:
         await call
-    assert (info.value.status, info.value.code) == (status, code), info.value
+    assert (http_status(info.value), info.value.code) == (status, code), info.value
     return info.value
 
 
@@ -176,7 +177,7 @@ async def test_immediate_switch_moves_the_plan_completes_announces_and_unloads_t
         assert NEW in actors.cache.view.models
         plan = actors.transitions.plan("fast")
         record = actors.transitions.view.state.record("fast")
-        metrics = actors.serving.metrics
+        metrics = actors.metrics
     assert done.state == "completed" and done.weight_bp == 10_000
     assert (plan.stable, plan.candidate) == ("2", None)
     assert OLD not in actors.cache.view.models

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.core.errors import ApiError, unprocessable
+from actors.core.errors import InvalidInput, unprocessable
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -111,7 +111,7 @@ def feature_row(
 ) -> np.ndarray:
     """Validate ``features`` against the declared ``names``/``window``; return a float32 row.
 
-    Raises :class:`ApiError` (422) naming the offending feature. When ``out`` is given
+    Raises :class:`RouterError` (422) naming the offending feature. When ``out`` is given
     (a float32 view of length ``len(names) * window``) the row is written into it, which
     lets batch callers fill one preallocated matrix. Well-formed input takes a fast path;
     anything else goes through the per-feature checks that name the problem.
@@ -150,7 +150,7 @@ def check_finite_number(field: str, value: Any, *, minimum: float | None = None)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise ApiError(422, "invalid_field", f"{field!r} must be a finite number", {"field": field})
+        raise InvalidInput("invalid_field", f"{field!r} must be a finite number", {"field": field})
     if minimum is not None and number < minimum:
-        raise ApiError(422, "invalid_field", f"{field!r} must be >= {minimum:g}", {"field": field})
+        raise InvalidInput("invalid_field", f"{field!r} must be >= {minimum:g}", {"field": field})
     return number

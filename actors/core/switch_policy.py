@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from actors.core.assignment import BASIS_POINTS, goes_to_candidate, new_salt
-from actors.storage.model_repo import latest_version
+from actors.core.versions import latest_version
 
 STRATEGIES = ("immediate", "gradual", "canary", "ab")
 OP_STATES = ("loading", "running", "completed", "aborted", "rolled_back", "failed")
@@ -217,6 +217,9 @@ class Operation:
     salt: str
     reason: str | None = None
     log: tuple[dict, ...] = ()
+    # Why the operation exists: an operator "switch", a "rollback", or an automatic move
+    # after a "model_reload" or "model_registered". Events, metrics and history carry it.
+    cause: str = "switch"
 
     @property
     def is_terminal(self) -> bool:
@@ -240,6 +243,7 @@ class Operation:
             "updated_at": self.updated_at,
             "salt": self.salt,
             "reason": self.reason,
+            "cause": self.cause,
             "log": [dict(entry) for entry in self.log],
         }
 
@@ -265,7 +269,50 @@ class Operation:
             salt=str(d.get("salt") or new_salt(str(d["id"]))),
             reason=d.get("reason"),
             log=tuple(dict(entry) for entry in d.get("log", ())),
+            cause=str(d.get("cause") or "switch"),
         )
+
+
+# ----------------------------------------------------------------------------- the table
+
+# The operation's state machine, in the manner of h11's ``_state.py``: state -> event ->
+# the states that event may lead to. Events whose result depends on data (a verdict, a
+# first step of 100 %) list every possible result. Every transition below goes through
+# :func:`_checked`, so a change the table does not allow is a bug caught at once, and the
+# tests walk this table rather than re-deriving it.
+OPERATION_TRANSITIONS: Mapping[str, Mapping[str, frozenset[str]]] = {
+    "loading": {
+        "begin": frozenset({"running", "completed"}),
+        "abort": frozenset({"aborted"}),
+        "rollback": frozenset({"rolled_back"}),
+        "fail": frozenset({"failed"}),
+    },
+    "running": {
+        "verdict": frozenset({"running", "completed", "rolled_back"}),
+        "promote": frozenset({"completed"}),
+        "abort": frozenset({"aborted"}),
+        "rollback": frozenset({"rolled_back"}),
+        "fail": frozenset({"failed"}),
+    },
+    "completed": {},
+    "aborted": {},
+    "rolled_back": {},
+    "failed": {},
+}
+
+
+class InvalidOperationTransition(ValueError):
+    """A transition the table does not allow was attempted: a bug in the caller."""
+
+
+def _checked(before: Operation, event: str, after: Operation) -> Operation:
+    """``after`` if ``before --event--> after`` is in the table (no change is always allowed)."""
+    if after is before or (after.state == before.state == "running" and event == "verdict"):
+        return after
+    allowed = OPERATION_TRANSITIONS[before.state].get(event, frozenset())
+    if after.state not in allowed:
+        raise InvalidOperationTransition(f"{before.state} --{event}--> {after.state} is not a transition")
+    return after
 
 
 def _log_entry(now: float, event: str, weight_bp: int, detail: str | None) -> dict[str, Any]:
@@ -281,7 +328,8 @@ def _evolve(op: Operation, now: float, event: str, detail: str | None = None, **
 
 
 def new_operation(
-    op_id: str, model: str, from_version: str, to_version: str, params: SwitchParams, now: float
+    op_id: str, model: str, from_version: str, to_version: str, params: SwitchParams, now: float,
+    cause: str = "switch",
 ) -> Operation:
     """A switch waiting for its target to load: no traffic moves until :func:`begin`."""
     op = Operation(
@@ -296,6 +344,7 @@ def new_operation(
         created_at=now,
         updated_at=now,
         salt=new_salt(op_id),
+        cause=cause,
     )
     return _evolve(op, now, "created", f"{params.strategy} switch {from_version} -> {to_version}")
 
@@ -306,6 +355,11 @@ def _complete(op: Operation, now: float, detail: str) -> Operation:
 
 
 def begin(op: Operation, now: float) -> Operation:
+    """Target loaded: start sending it traffic according to the strategy (see :func:`_begin`)."""
+    return _checked(op, "begin", _begin(op, now))
+
+
+def _begin(op: Operation, now: float) -> Operation:
     """Target loaded: start sending it traffic according to the strategy.
 
     Only valid from ``loading``; on any other state the operation is returned unchanged so a
@@ -331,6 +385,11 @@ def begin(op: Operation, now: float) -> Operation:
 
 
 def advance(op: Operation, verdict: Verdict, now: float) -> Operation:
+    """One analysis interval elapsed with this verdict (see :func:`_advance`)."""
+    return _checked(op, "verdict", _advance(op, verdict, now))
+
+
+def _advance(op: Operation, verdict: Verdict, now: float) -> Operation:
     """One analysis interval elapsed with this verdict on the candidate; move the rollout on.
 
     Only a ``running`` operation advances (a loading one has no candidate traffic to judge).
@@ -373,12 +432,12 @@ def _end(op: Operation, now: float, state: str, reason: str, weight_bp: int) -> 
 
 def abort(op: Operation, now: float, reason: str = "aborted by operator") -> Operation:
     """Operator stop: all traffic back to ``from_version``."""
-    return _end(op, now, "aborted", reason, 0)
+    return _checked(op, "abort", _end(op, now, "aborted", reason, 0))
 
 
 def rollback(op: Operation, now: float, reason: str) -> Operation:
     """Automatic stop (health breach, deadline): all traffic back to ``from_version``."""
-    return _end(op, now, "rolled_back", reason, 0)
+    return _checked(op, "rollback", _end(op, now, "rolled_back", reason, 0))
 
 
 def promote(op: Operation, now: float) -> Operation:
@@ -389,12 +448,12 @@ def promote(op: Operation, now: float) -> Operation:
     """
     if op.state != "running":
         return op
-    return _complete(op, now, "promoted by operator")
+    return _checked(op, "promote", _complete(op, now, "promoted by operator"))
 
 
 def fail(op: Operation, now: float, reason: str) -> Operation:
     """The switch cannot proceed (e.g. the target failed to load): stay on ``from_version``."""
-    return _end(op, now, "failed", reason, 0)
+    return _checked(op, "fail", _end(op, now, "failed", reason, 0))
 
 
 # --------------------------------------------------------------------------- traffic plans

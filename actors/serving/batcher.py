@@ -24,8 +24,8 @@ import attrs
 import numpy as np
 import trio
 
-from actors.core.errors import ApiError
-from actors.model_cache import ModelKey
+from actors.core.errors import RouterError
+from actors.core.versions import ModelKey
 from actors.serving.metrics import Metrics
 from actors.storage.tflite_backend import LoadedModel
 
@@ -45,7 +45,7 @@ class _Batch:
     rows: list[np.ndarray] = attrs.field(factory=list)
     done: trio.Event = attrs.field(factory=trio.Event)
     results: np.ndarray | None = None
-    error: ApiError | None = None
+    error: RouterError | None = None
 
     def outcome(self, index: int) -> np.ndarray:
         if self.error is not None:
@@ -117,7 +117,7 @@ class Batcher:
             del self.open[key]
         try:
             batch.results = run(model, np.stack(batch.rows))
-        except ApiError as error:
+        except RouterError as error:
             batch.error = error
         finally:
             batch.done.set()

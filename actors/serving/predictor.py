@@ -19,23 +19,23 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import numpy as np
 
-from actors.core.errors import ApiError, bad_request
+from actors.core.errors import RouterError, TooLarge, Unavailable, bad_request
 from actors.core.features import check_finite_number, feature_row, feature_values
 from actors.core.recent_symbols import SymbolRoute
 from actors.core.switch_policy import TrafficPlan
+from actors.core.versions import latest_version
 from actors.health_monitor import HealthMonitor, Observation
 from actors.model_cache import ModelCache
 from actors.router import RouterState
 from actors.rules import Selection
 from actors.serving.batcher import Batcher
 from actors.serving.metrics import Metrics
-from actors.storage.model_repo import latest_version
 from actors.storage.tflite_backend import LoadedModel
 from actors.switch_feed import SwitchFeed
 from actors.transition_manager import Transitions
@@ -146,6 +146,8 @@ class Predictor:
     health: HealthMonitor
     feed: SwitchFeed
     batcher: Batcher | None = None
+    # How a failed batch item reads: the web layer supplies it (it alone knows statuses).
+    render_error: Callable[[RouterError], dict[str, Any]] = RouterError.to_body
     seen_routes: dict[tuple[str, int], int] = attrs.field(factory=dict)
     last_slow_log: float = 0.0
     counters: MetricChildren = attrs.field(init=False)
@@ -224,26 +226,26 @@ class Predictor:
         return Attempt(name, plan.pick(request.symbol or request.correlation_id), "primary"), plan
 
     async def usable(self, chain: list[Attempt], start: int,
-                     skip: frozenset[tuple[str, str]]) -> tuple[int, LoadedModel | None, ApiError | None]:
+                     skip: frozenset[tuple[str, str]]) -> tuple[int, LoadedModel | None, RouterError | None]:
         """From ``chain[start:]``, the first model that loads and whose breaker admits a call.
 
         Returns (its position, the model, the first error met on the way); the model is None
         when nothing is left. A client error (e.g. 404) on the first choice is raised: it is
         the client's answer, not a reason to fall back.
         """
-        first_error: ApiError | None = None
+        first_error: RouterError | None = None
         for position in range(start, len(chain)):
             try:
                 model = await self.load(chain[position])
-            except ApiError as error:
-                if error.status != 503 and position == 0:
+            except RouterError as error:
+                if not isinstance(error, Unavailable) and position == 0:
                     raise
                 first_error = first_error or error
                 continue
             key = (model.name, model.version)
             if key in skip or not self.health.breakers.allow(key):
-                first_error = first_error or ApiError(
-                    503, "circuit_open", f"{model.name}@{model.version} is failing; circuit breaker open",
+                first_error = first_error or Unavailable(
+                    "circuit_open", f"{model.name}@{model.version} is failing; circuit breaker open",
                     {"model": model.name, "version": model.version})
                 continue
             return position, model, first_error
@@ -302,7 +304,7 @@ class Predictor:
             probabilities = model.predict(rows)
         except Exception as exc:
             self.counters.inference(model.name, ok=False).inc(len(rows))
-            raise ApiError(503, "inference_failed", f"{model.name}@{model.version} failed: {exc}",
+            raise Unavailable("inference_failed", f"{model.name}@{model.version} failed: {exc}",
                            {"model": model.name, "version": model.version}) from exc
         finally:
             self.transitions.inflight.exit(key)
@@ -341,7 +343,7 @@ class Predictor:
                      skip: frozenset[tuple[str, str]] = frozenset()) -> dict[str, Any]:
         """Try each attempt in order; the first that yields a finite prediction answers."""
         chain = self.attempts(request, selection)
-        first_error: ApiError | None = None
+        first_error: RouterError | None = None
         position = 0
         while True:
             position, model, error = await self.usable(chain, position, skip)
@@ -354,7 +356,7 @@ class Predictor:
             meta = model.metadata
             try:
                 row = feature_row(request.features, meta.features, meta.window)
-            except ApiError:
+            except RouterError:
                 self.health.breakers.abandon(key)
                 if attempt is chain[0]:
                     raise
@@ -363,7 +365,7 @@ class Predictor:
             call_started = time.perf_counter()
             try:
                 probabilities = await self.infer(model, row)
-            except ApiError as error:
+            except RouterError as error:
                 self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
                 first_error = first_error or error
                 continue
@@ -377,7 +379,7 @@ class Predictor:
             self.note_symbol(request, model)
             fallback_from = chain[0].name if attempt.name != chain[0].name else None
             return self.respond(request, Resolved(model, selection, fallback_from), prediction, started)
-        raise first_error or ApiError(503, "model_unavailable", "no model could take this request", {})
+        raise first_error or Unavailable("model_unavailable", "no model could take this request", {})
 
     def respond(self, request: PredictRequest, resolved: Resolved, prediction: dict[str, Any],
                 started: float) -> dict[str, Any]:
@@ -423,7 +425,7 @@ class Predictor:
         chain = self.attempts(request, selection)
         position, model, error = await self.usable(chain, 0, frozenset())
         if model is None:
-            raise error or ApiError(503, "model_unavailable", "no model could take this request", {})
+            raise error or Unavailable("model_unavailable", "no model could take this request", {})
         return model, (chain[0].name if chain[position].name != chain[0].name else None)
 
     async def predict_batch(self, body: Any) -> dict[str, Any]:
@@ -438,7 +440,7 @@ class Predictor:
             raise bad_request("'requests' must be a non-empty list")
         max_items = self.router.config.settings.max_batch_items  # live: follows reloads
         if len(items) > max_items:
-            raise ApiError(413, "batch_too_large", f"at most {max_items} requests per batch",
+            raise TooLarge("batch_too_large", f"at most {max_items} requests per batch",
                            {"limit": max_items, "got": len(items)})
         results: list[dict[str, Any] | None] = [None] * len(items)
         groups: dict[tuple[str, str], Group] = {}
@@ -458,11 +460,11 @@ class Predictor:
                 meta = model.metadata
                 try:
                     row = feature_values(request.features, meta.features, meta.window)
-                except ApiError:
+                except RouterError:
                     self.health.breakers.abandon((model.name, model.version))  # a claimed probe goes back
                     raise
-            except ApiError as error:
-                results[index] = {"index": index, **error.to_body(), "status": error.status}
+            except RouterError as error:
+                results[index] = {"index": index, **self.render_error(error)}
                 continue
             group = groups.get((model.name, model.version))
             if group is None:
@@ -491,7 +493,7 @@ class Predictor:
         try:
             probabilities = self.run_model(model, np.asarray(group.rows, dtype=np.float32))
             finite = np.isfinite(probabilities).all(axis=1).tolist()
-        except ApiError:
+        except RouterError:
             probabilities, finite = None, [False] * len(group.indexes)
         latency_s = time.perf_counter() - call_started
         answered: list[tuple[str, str]] = []
@@ -545,8 +547,8 @@ class Predictor:
                 try:
                     results[index] = await self.answer(group.requests[position], group.selections[position],
                                                        started, skip=frozenset({key}))
-                except ApiError as error:
-                    results[index] = {"index": index, **error.to_body(), "status": error.status}
+                except RouterError as error:
+                    results[index] = {"index": index, **self.render_error(error)}
 
 
 @attrs.define
@@ -602,6 +604,6 @@ class MetricChildren:
         return child
 
 
-def non_finite(model: LoadedModel) -> ApiError:
-    return ApiError(503, "inference_failed", f"{model.name}@{model.version} produced non-finite output",
+def non_finite(model: LoadedModel) -> RouterError:
+    return Unavailable("inference_failed", f"{model.name}@{model.version} produced non-finite output",
                     {"model": model.name, "version": model.version})

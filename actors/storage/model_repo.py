@@ -16,18 +16,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import re
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import yaml
 
+from actors.core.versions import is_model_name, is_version_name
+
 MODEL_FILE = "model.tflite"
 METADATA_FILE = "metadata.yml"
-_VERSION_RE = re.compile(r"[1-9][0-9]*")
 _KNOWN_KEYS = frozenset(
     {"features", "window", "labels", "training_date", "accuracy", "description", "framework"}
 )
@@ -181,17 +180,6 @@ def dump_metadata(metadata: ModelMetadata) -> str:
     return yaml.safe_dump(metadata.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-def is_version_name(name: str) -> bool:
-    """True for canonical positive integers ("1", "10"); "01", "v2", "latest" are not versions."""
-    return _VERSION_RE.fullmatch(name) is not None
-
-
-def latest_version(versions: Iterable[str]) -> str | None:
-    """Highest version by numeric value ("10" beats "9"); non-version strings are ignored."""
-    valid = [v for v in versions if is_version_name(v)]
-    return max(valid, key=int) if valid else None
-
-
 def version_dir(root: Path, name: str, version: str) -> Path:
     """Folder holding one model version."""
     return Path(root) / name / version
@@ -214,7 +202,7 @@ def list_repository(root: Path) -> dict[str, tuple[str, ...]]:
         return {}
     result: dict[str, tuple[str, ...]] = {}
     for model_dir in sorted(root.iterdir()):
-        if not model_dir.is_dir() or model_dir.name.startswith((".", "_")):
+        if not model_dir.is_dir() or not is_model_name(model_dir.name):
             continue
         versions = _model_versions(model_dir)
         if versions:
@@ -243,7 +231,7 @@ def write_model_version(
     """Publish one model version atomically; metadata first so the model file marks completion."""
     if not is_version_name(version):
         raise ValueError(f"version must be a positive integer string, got {version!r}")
-    if not name or name.startswith((".", "_")) or "/" in name or os.sep in name:
+    if not is_model_name(name):
         raise ValueError(f"invalid model name {name!r}")
     target = version_dir(root, name, version)
     atomic_write_bytes(target / METADATA_FILE, dump_metadata(metadata).encode("utf-8"))

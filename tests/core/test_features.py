@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actors.core.errors import ApiError
+from actors.core.errors import RouterError
 from actors.core.features import check_finite_number, feature_row
+from actors.web.errors import http_status
 
 
-def _reject(features: Any, names: tuple[str, ...], window: int) -> ApiError:
-    with pytest.raises(ApiError) as info:
+def _reject(features: Any, names: tuple[str, ...], window: int) -> RouterError:
+    with pytest.raises(RouterError) as info:
         feature_row(features, names, window)
     return info.value
 
@@ -41,7 +42,7 @@ def test_windowed_lists_are_feature_major() -> None:
 def test_missing_and_unknown_names_are_listed() -> None:
     """A mismatch names every missing and every unknown feature, plus what was expected."""
     error = _reject({"a": 1, "zeta": 2, "alpha": 3}, ("a", "b", "c"), 1)
-    assert error.status == 422 and error.code == "invalid_features"
+    assert http_status(error) == 422 and error.code == "invalid_features"
     assert error.details["missing"] == ["b", "c"]
     assert error.details["unknown"] == ["alpha", "zeta"]
     assert error.details["expected"] == ["a", "b", "c"]
@@ -49,14 +50,14 @@ def test_missing_and_unknown_names_are_listed() -> None:
 
 def test_features_must_be_a_mapping() -> None:
     """A list (or anything but an object) is rejected with 422."""
-    assert _reject([1, 2, 3], ("a", "b", "c"), 1).status == 422
+    assert http_status(_reject([1, 2, 3], ("a", "b", "c"), 1)) == 422
 
 
 @pytest.mark.parametrize("values", [[1, 2, 3], [1, 2, 3, 4, 5], []])
 def test_wrong_list_length(values: list[float]) -> None:
     """A list whose length is not the window is rejected, reporting window and length."""
     error = _reject({"x": values, "y": [0, 0, 0, 0]}, ("x", "y"), 4)
-    assert error.status == 422
+    assert http_status(error) == 422
     assert error.details == {"feature": "x", "window": 4, "got": len(values)}
 
 
@@ -70,7 +71,7 @@ def test_scalar_for_windowed_feature_is_rejected() -> None:
 def test_non_numbers_are_rejected(value: Any) -> None:
     """Booleans, strings, None and objects are not numbers."""
     error = _reject({"a": value, "b": 1, "c": 1}, ("a", "b", "c"), 1)
-    assert error.status == 422
+    assert http_status(error) == 422
     assert error.details == {"feature": "a"}
     assert "must be a number" in error.message
 
@@ -103,10 +104,10 @@ def test_value_overflowing_float32_is_rejected() -> None:
 
     Regression guard: a finiteness check on float64 alone lets numpy's float32 cast produce inf.
     """
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RouterError) as info:
         row = feature_row({"a": 1e39, "b": 0, "c": 0}, ("a", "b", "c"), 1)
         assert np.all(np.isfinite(row)), f"non-finite value reached the model input: {row}"
-    assert info.value.status == 422
+    assert http_status(info.value) == 422
 
 
 def test_integer_too_large_for_float_is_a_422() -> None:
@@ -114,9 +115,9 @@ def test_integer_too_large_for_float_is_a_422() -> None:
 
     Regression guard: ``float(10**400)`` raises OverflowError.
     """
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RouterError) as info:
         feature_row({"a": 10**400, "b": 0, "c": 0}, ("a", "b", "c"), 1)
-    assert info.value.status == 422
+    assert http_status(info.value) == 422
 
 
 def test_out_buffer_is_filled_in_place() -> None:
@@ -146,9 +147,9 @@ def test_check_finite_number_accepts(value: float) -> None:
 @pytest.mark.parametrize("value", [True, "5", None, math.nan, math.inf, -math.inf, [1]])
 def test_check_finite_number_rejects(value: Any) -> None:
     """Booleans, strings, None, NaN, infinities and lists are 422 invalid_field naming the field."""
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RouterError) as info:
         check_finite_number("horizon_ms", value)
-    assert info.value.status == 422 and info.value.code == "invalid_field"
+    assert http_status(info.value) == 422 and info.value.code == "invalid_field"
     assert info.value.details == {"field": "horizon_ms"}
 
 
@@ -157,14 +158,14 @@ def test_check_finite_number_integer_beyond_float_range() -> None:
 
     Regression guard: ``math.isfinite(10**400)`` raises OverflowError.
     """
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RouterError) as info:
         check_finite_number("horizon_ms", 10**400, minimum=0)
-    assert info.value.status == 422
+    assert http_status(info.value) == 422
 
 
 def test_check_finite_number_minimum() -> None:
     """Values below ``minimum`` are rejected; the minimum itself is accepted."""
     assert check_finite_number("horizon_ms", 0, minimum=0) == 0.0
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RouterError) as info:
         check_finite_number("horizon_ms", -0.5, minimum=0)
     assert ">= 0" in info.value.message

@@ -26,7 +26,7 @@ from actors.core.switch_policy import (
     resolve_stable,
     rollback,
 )
-from actors.storage.model_repo import latest_version as newest_version
+from actors.core.versions import latest_version as newest_version
 
 HEALTHY = Verdict(healthy=True, enough_data=True)
 NO_DATA = Verdict(healthy=False, enough_data=False)

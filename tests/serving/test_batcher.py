@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.core.errors import ApiError
+from actors.core.errors import RouterError, Unavailable
 from actors.serving.batcher import Batcher, BatchSettings
 from actors.serving.metrics import Metrics
 
@@ -31,7 +31,7 @@ class Runner:
     def __call__(self, model: Any, rows: np.ndarray) -> np.ndarray:
         self.calls.append(len(rows))
         if self.fail:
-            raise ApiError(503, "inference_failed", "boom")
+            raise Unavailable("inference_failed", "boom")
         return rows * 10
 
 
@@ -87,7 +87,7 @@ async def test_an_error_reaches_every_member() -> None:
     errors: list[str] = []
 
     async def one(i: int) -> None:
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(RouterError) as caught:
             await batcher.submit(FakeModel(), np.array([float(i)], np.float32), runner)
         errors.append(caught.value.code)
 

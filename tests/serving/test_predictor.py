@@ -8,14 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actors.core.errors import ApiError
+from actors.core.errors import RouterError
 from actors.serving.predictor import MAX_ID_LENGTH, MAX_NAME_LENGTH, REQUEST_KEYS, parse_request, shape_prediction
+from actors.web.errors import http_status
 
 FEATURES = {"a": 1.0, "b": 2.0, "c": 3.0}
 
 
-def rejected(body: Any) -> ApiError:
-    with pytest.raises(ApiError) as info:
+def rejected(body: Any) -> RouterError:
+    with pytest.raises(RouterError) as info:
         parse_request(body)
     return info.value
 
@@ -64,7 +65,7 @@ def test_generated_correlation_id_is_unique_hex() -> None:
 def test_unknown_fields_are_400() -> None:
     """Unknown fields are rejected with the list of them and of allowed fields."""
     error = rejected({"features": {}, "model_name": "fast", "modle_version": "1", "zzz": 1})
-    assert error.status == 400 and error.code == "bad_request"
+    assert http_status(error) == 400 and error.code == "bad_request"
     assert error.details["unknown"] == ["modle_version", "zzz"]
     assert error.details["allowed"] == sorted(REQUEST_KEYS)
 
@@ -72,13 +73,13 @@ def test_unknown_fields_are_400() -> None:
 @pytest.mark.parametrize("body", [[1, 2], "text", None, 3])
 def test_body_must_be_object(body: Any) -> None:
     """A non-object body is 400."""
-    assert rejected(body).status == 400
+    assert http_status(rejected(body)) == 400
 
 
 def test_features_required() -> None:
     """A body without features is 400 naming the field."""
     error = rejected({"model_name": "fast"})
-    assert error.status == 400 and error.details == {"field": "features"}
+    assert http_status(error) == 400 and error.details == {"field": "features"}
 
 
 @pytest.mark.parametrize(("body", "missing"), [
@@ -90,14 +91,14 @@ def test_features_required() -> None:
 def test_routing_needs_asset_class_and_horizon(body: dict[str, Any], missing: list[str]) -> None:
     """Neither model_name nor both routing fields: 400 listing what is missing."""
     error = rejected(body)
-    assert error.status == 400 and error.details["missing"] == missing
+    assert http_status(error) == 400 and error.details["missing"] == missing
 
 
 @pytest.mark.parametrize("horizon", [None, True, False, math.nan, math.inf, "100", [1], -1])
 def test_bad_horizon_is_422(horizon: Any) -> None:
     """null, booleans, NaN, inf, strings, lists and negatives are invalid horizons."""
     error = rejected({"features": {}, "asset_class": "crypto", "horizon_ms": horizon})
-    assert error.status == 422 and error.code == "invalid_field"
+    assert http_status(error) == 422 and error.code == "invalid_field"
     assert error.details == {"field": "horizon_ms"}
 
 
@@ -110,7 +111,7 @@ def test_over_long_strings_are_400(field: str, limit: int) -> None:
     base = {"features": {}, "model_name": "fast"}
     parse_request({**base, field: "x" * limit})
     error = rejected({**base, field: "x" * (limit + 1)})
-    assert error.status == 400 and error.details == {"field": field}
+    assert http_status(error) == 400 and error.details == {"field": field}
 
 
 def test_over_long_asset_class_is_400() -> None:
@@ -123,7 +124,7 @@ def test_over_long_asset_class_is_400() -> None:
 def test_string_fields_reject_empty_bool_and_non_strings(value: Any) -> None:
     """Empty strings, booleans, floats, lists and objects are not valid names."""
     error = rejected({"features": {}, "model_name": value})
-    assert error.status == 400 and error.details == {"field": "model_name"}
+    assert http_status(error) == 400 and error.details == {"field": "model_name"}
 
 
 def test_shape_prediction_picks_argmax_and_rounds() -> None:

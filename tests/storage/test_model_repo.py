@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from actors.core.versions import latest_version
 from actors.storage.model_repo import (
     METADATA_FILE,
     MODEL_FILE,
     MetadataError,
     ModelMetadata,
     dump_metadata,
-    latest_version,
     list_repository,
     parse_metadata,
     version_dir,

@@ -1,0 +1,53 @@
+"""The main port: Hypercorn serving the Quart app behind the hot path, on one or many workers."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from actors.web.app import create_app
+from actors.web.errors import MAX_BODY_BYTES
+from actors.web.hot_path import HotPath
+from actors.web.service import Service
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound with SO_REUSEPORT so every worker process listens on the same port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def hypercorn_config(host: str, port: int, *, shared_port: bool, access_log: bool) -> HypercornConfig:
+    config = HypercornConfig()
+    if shared_port:
+        sock = listening_socket(host, port)
+        sock.set_inheritable(True)
+        config.bind = [f"fd://{sock.detach()}"]
+    else:
+        config.bind = [f"{host}:{port}"]
+    config.accesslog = logging.getLogger("model_router.access") if access_log else None
+    config.errorlog = logging.getLogger("model_router.http")
+    config.graceful_timeout = 5.0
+    config.keep_alive_timeout = 75.0
+    config.include_server_header = False
+    config.websocket_max_message_size = MAX_BODY_BYTES
+    return config
+
+
+async def serve_main_port(service: Service, config: HypercornConfig, done: trio.Event,
+                          *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until ``service.stop``; Hypercorn drains in-flight requests before returning."""
+    try:
+        await hypercorn_serve(HotPath(create_app(service), service), config,
+                              shutdown_trigger=service.stop.wait, task_status=task_status)
+    finally:
+        done.set()
