@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# The shared tools checkout (CI clones it beside this repo).
+SHARED ?= ../shared
 
-.PHONY: install models run test lint bench clean
+.PHONY: install models run test lint bench clean container-smoke
 
 install: $(STAMP)
 
@@ -33,6 +35,17 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Builds the Containerfile with podman, runs it next to a Redis container, waits for /health/ready, then asks it
+# for one real prediction (PODCI_CHECK runs with PODCI_URL = the container's base URL). Installs podman if missing.
+container-smoke: export PODCI_CHECK = set -o pipefail; curl -fsS "$$PODCI_URL/predict" -H 'Content-Type: application/json' \
+  -d '{"asset_class": "crypto", "horizon_ms": 30000, "symbol": "ETH/USDT", "features": {"order_imbalance": 0.3, \
+  "spread_bps": 1.2, "trade_flow": 0.5, "return_1s": 0.001, "volume_z": 0.1}}' \
+  | python3 -c 'import json, sys; a = json.load(sys.stdin); p = a["prediction"]; \
+  assert a["model"] == {"name": "tlob_tiny", "version": "1"} and p["signal"] in p["probabilities"], a; \
+  assert abs(sum(p["probabilities"].values()) - 1) < 1e-3 and 0 < p["confidence"] <= 1, a; print("predict:", a)'
+container-smoke:
+	$(SHARED)/tools/podman-smoke.sh . 8000 /health/ready
 
 bench: models
 	$(BIN)/python bench/select_model.py

@@ -177,7 +177,7 @@ async def test_immediate_switch_moves_the_plan_completes_announces_and_unloads_t
         assert NEW in actors.cache.view.models
         plan = actors.transitions.plan("fast")
         record = actors.transitions.view.state.record("fast")
-        metrics = actors.metrics
+        metrics = actors.serving.metrics
     assert done.state == "completed" and done.weight_bp == 10_000
     assert (plan.stable, plan.candidate) == ("2", None)
     assert OLD not in actors.cache.view.models
