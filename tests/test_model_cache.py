@@ -21,6 +21,7 @@ import trio.testing
 from actors import model_cache
 from actors.build.demo_models import build_random_model
 from actors.core.errors import RouterError
+from actors.mailbox import Envelope
 from actors.model_cache import CacheLimits, CacheRequest, ModelCache, _CacheActor
 from actors.serving.metrics import Metrics
 from actors.storage.model_repo import MODEL_FILE
@@ -45,15 +46,17 @@ async def running_cache(
     pinned: frozenset[str] = frozenset(),
     preload: tuple[str, ...] = (),
     ttl_seconds: float = 0.0,
+    preferred: Callable[[str], str | None] = lambda name: None,
+    excluded: Callable[[str], frozenset[str]] = lambda name: frozenset(),
 ) -> AsyncIterator[Running]:
     """Start the cache actor with ``nursery.start``; cancel it on exit."""
     metrics = Metrics()
-    send, recv = trio.open_memory_channel[CacheRequest](64)
-    cache = ModelCache(send)
+    send, recv = trio.open_memory_channel[Envelope[CacheRequest]](64)
+    cache = ModelCache(send, excluded=excluded)
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(
-            model_cache.run, root, limits or CacheLimits(), metrics, cache, recv,
-            pinned=lambda: pinned, preload=preload, ttl_seconds=lambda: ttl_seconds))
+            model_cache.run, root, limits or CacheLimits(), metrics, cache, recv, excluded=excluded,
+            pinned=lambda: pinned, preload=preload, ttl_seconds=lambda: ttl_seconds, preferred=preferred))
         yield Running(cache, metrics)
         nursery.cancel_scope.cancel()
 
@@ -170,6 +173,65 @@ async def test_corrupt_model_is_503_with_reason_and_others_still_load(repo: Path
         failures = running.metrics.registry.get_sample_value(
             "model_router_model_load_failures_total", {"model_name": "backup"})
         assert failures == 1
+
+
+# Zeroing these 64 bytes of the seed-1 ``fast`` model leaves a file the flatbuffer verifier
+# accepts but the runtime's tensor setup indexes out of range on (IndexError, not a load error).
+ZEROED_AT = 200
+
+
+async def test_a_load_that_raises_anything_marks_the_version_failed_and_the_actor_goes_on(repo: Path) -> None:
+    """Supervision: any exception while loading fails that load only (regression: IndexError killed the service)."""
+    data = (repo / "fast" / "1" / MODEL_FILE).read_bytes()
+    add_version(repo, "fast", "2")
+    (repo / "fast" / "2" / MODEL_FILE).write_bytes(data[:ZEROED_AT] + bytes(64) + data[ZEROED_AT + 64:])
+    async with running_cache(repo) as running:
+        cache = running.cache
+        error = await api_error(lambda: cache.get("fast", "2"))
+        assert http_status(error) == 503 and error.code == "model_unavailable"
+        assert cache.view.failures[("fast", "2")]
+        with trio.fail_after(10):
+            assert (await cache.get("fast", "1")).version == "1"
+            assert (await cache.get("windowed")).name == "windowed"
+
+
+async def test_an_unexpected_exception_in_the_loader_is_a_failed_load(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the backend raises (here a KeyError), the version is marked failed with the reason."""
+    def explode(path: Path, name: str, version: str) -> LoadedModel:
+        if name == "fast":
+            raise KeyError("subgraph 0")
+        return load_model(path, name, version)
+
+    monkeypatch.setattr(model_cache, "load_model", explode)
+    async with running_cache(repo) as running:
+        error = await api_error(lambda: running.cache.get("fast"))
+        assert "KeyError" in error.details["reasons"]["1"]
+        assert "KeyError" in running.cache.view.failures[("fast", "1")]
+        with trio.fail_after(10):
+            assert (await running.cache.get("backup")).name == "backup"
+
+
+async def test_preload_loads_the_version_the_plan_serves_not_the_newest(repo: Path) -> None:
+    """Regression: a model pinned to an older version preloaded its newest version instead."""
+    add_version(repo, "fast", "2")
+    async with running_cache(repo, preload=("fast",), preferred=lambda name: "1" if name == "fast" else None
+                             ) as running:
+        with trio.fail_after(10):
+            while running.cache.lookup("fast") is None:
+                await running.cache.get("fast")
+        assert set(running.cache.view.models) == {("fast", "1")}
+
+
+async def test_a_deregistered_version_is_never_loaded_or_handed_out(repo: Path) -> None:
+    """Regression: after a restart a deregistered newest version was preloaded and served."""
+    add_version(repo, "fast", "2")
+    async with running_cache(repo, preload=("fast",), excluded=lambda name: frozenset({"2"})) as running:
+        with trio.fail_after(10):
+            assert (await running.cache.get("fast")).version == "1"
+        error = await api_error(lambda: running.cache.get("fast", "2"))
+        assert http_status(error) == 409 and error.code == "version_deregistered"
+        assert ("fast", "2") not in running.cache.view.models
 
 
 async def test_unknown_model_is_404_model_not_found(repo: Path) -> None:
@@ -353,7 +415,7 @@ async def test_ttl_zero_disables_unloading(repo: Path, autojump_clock: trio.test
 
 async def test_unload_idle_directly(repo: Path) -> None:
     """``_CacheActor.unload_idle`` drops exactly the unpinned models used before the cutoff."""
-    send, _recv = trio.open_memory_channel[CacheRequest](1)
+    send, _recv = trio.open_memory_channel[Envelope[CacheRequest]](1)
     cache = ModelCache(send)
     actor = _CacheActor(repo, CacheLimits(), Metrics(), cache, lambda: frozenset({"backup"}), frozenset,
                         lambda name: frozenset())

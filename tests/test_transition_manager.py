@@ -27,6 +27,7 @@ from actors import health_monitor, model_cache, switch_feed, transition_manager
 from actors.build.demo_models import build_random_model
 from actors.build.tflite_writer import build_mlp_tflite
 from actors.core.breaker import BreakerSettings
+from actors.core.commands import ReloadModel
 from actors.core.errors import RouterError
 from actors.core.recent_symbols import SymbolRoute
 from actors.core.switch_policy import Operation
@@ -177,7 +178,7 @@ async def test_immediate_switch_moves_the_plan_completes_announces_and_unloads_t
         assert NEW in actors.cache.view.models
         plan = actors.transitions.plan("fast")
         record = actors.transitions.view.state.record("fast")
-        metrics = actors.serving.metrics
+        metrics = actors.metrics
     assert done.state == "completed" and done.weight_bp == 10_000
     assert (plan.stable, plan.candidate) == ("2", None)
     assert OLD not in actors.cache.view.models
@@ -413,6 +414,62 @@ async def test_rollback_without_a_running_switch_returns_to_the_previous_stable(
         assert NEW not in actors.cache.view.models
 
 
+async def test_a_rollback_carries_its_cause_in_the_operation_history_event_and_metric(
+    repo2: Path, state_path: Path
+) -> None:
+    """Regression: a rollback was recorded as switch_complete everywhere."""
+    async with running_actors(repo2, state_path) as actors:
+        actors.feed.recent.note(SymbolRoute("BTC", "crypto", 1000.0, "fast", "fast@1"))
+        op = await actors.transitions.switch("fast", {"version": "2"})
+        await actors.wait_finished(op.id)
+        assert actors.op(op.id).cause == "switch"
+        _, events = actors.feed.subscribe(FeedFilter(model="fast"))
+        back = await actors.transitions.rollback("fast", None)
+        done = await actors.wait_finished(back.id)
+        assert (done.state, done.cause, done.to_dict()["cause"]) == ("completed", "rollback", "rollback")
+        history = actors.transitions.view.state.record("fast").history
+        assert [h["reason"] for h in history] == ["completed", "rollback"]
+        with trio.fail_after(5):
+            event = await events.receive()
+        assert event["reason"] == "rollback"
+        assert actors.metrics.registry.get_sample_value("model_switch_total", {"reason": "rollback"}) == 1
+        assert actors.metrics.registry.get_sample_value("model_switch_total", {"reason": "switch_complete"}) == 1
+
+
+async def test_a_move_after_a_model_reload_is_announced_as_model_reload(repo2: Path, state_path: Path) -> None:
+    """A model on policy "latest" that moves after POST /reload/{model} says so (not switch_complete)."""
+    async with running_actors(repo2, state_path) as actors:
+        op = await actors.transitions.switch("fast", {"version": "latest", "strategy": "immediate"})
+        assert op.cause == "switch"
+        await actors.wait_finished(op.id)
+        actors.feed.recent.note(SymbolRoute("BTC", "crypto", 1000.0, "fast", "fast@2"))
+        build_random_model(repo2, "fast", "3", FEATURES, seed=12)
+        _, events = actors.feed.subscribe(FeedFilter(model="fast"))
+        result = await actors.transitions.execute(ReloadModel("fast"))
+        assert result["version"] == "3"
+        follow = await actors.wait_finished(result["operation_id"])
+        assert (follow.cause, follow.to_version) == ("model_reload", "3")
+        with trio.fail_after(5):
+            event = await events.receive()
+        assert event["reason"] == "model_reload"
+        assert actors.transitions.view.state.record("fast").history[-1]["reason"] == "model_reload"
+
+
+async def test_a_bug_while_handling_one_command_fails_that_command_only(
+    repo2: Path, state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Supervision: an unexpected exception answers InternalError; the actor serves the next command."""
+    async with running_actors(repo2, state_path) as actors:
+        def explode(*args: Any, **kwargs: Any) -> Any:
+            raise ValueError("a bug")
+
+        monkeypatch.setattr(transition_manager, "list_repository", explode)
+        await expect_error(actors.transitions.deregister("fast", "2"), 500, "internal_error")
+        monkeypatch.undo()
+        result = await actors.transitions.deregister("fast", "2")
+        assert result["status"] == "deregistered"
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -424,7 +481,8 @@ async def test_register_an_existing_folder(repo2: Path, state_path: Path) -> Non
                           "operation_id": None}
         assert NEW in actors.cache.view.models
         await expect_error(actors.transitions.register({"name": "fast", "version": "7"}), 404, "version_not_found")
-        await expect_error(actors.transitions.register({"name": "../x", "version": "1"}), 400, "bad_request")
+        for name in ("../x", "..", ".", "...", "_x", "-x", "a/b", ""):
+            await expect_error(actors.transitions.register({"name": name, "version": "1"}), 400, "bad_request")
         await expect_error(actors.transitions.register({"name": "fast", "version": "01"}), 400, "bad_request")
         await expect_error(actors.transitions.register({"name": "fast", "version": "2", "x": 1}), 400,
                            "bad_request")

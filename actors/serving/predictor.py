@@ -51,6 +51,9 @@ REQUEST_KEYS = frozenset({
 })
 
 
+BATCH_KEYS = frozenset({"requests"})
+
+
 @attrs.frozen
 class PredictRequest:
     """A validated request; ``model_name`` set means addressed by name, else routed."""
@@ -436,6 +439,10 @@ class Predictor:
         """
         started = time.perf_counter()
         items = body.get("requests") if isinstance(body, Mapping) else None
+        if isinstance(body, Mapping) and not body.keys() <= BATCH_KEYS:
+            unknown = sorted(set(body) - BATCH_KEYS)
+            raise bad_request(f"unknown field(s): {', '.join(unknown)}; per-item fields go inside 'requests'",
+                              unknown=unknown, allowed=sorted(BATCH_KEYS))
         if not isinstance(items, list) or not items:
             raise bad_request("'requests' must be a non-empty list")
         max_items = self.router.config.settings.max_batch_items  # live: follows reloads

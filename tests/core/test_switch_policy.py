@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from actors.core.assignment import goes_to_candidate, new_salt
 from actors.core.switch_policy import (
     OP_STATES,
+    OPERATION_TRANSITIONS,
     POLICIES,
     STRATEGIES,
+    InvalidOperationTransition,
     Operation,
     SwitchParams,
     TrafficPlan,
@@ -524,3 +527,56 @@ def test_resolve_stable_unknown_policy() -> None:
     """An unknown policy is a configuration error."""
     with pytest.raises(ValueError, match="policy"):
         resolve_stable("oldest", ["1"], None)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _in_state(strategy: str, state: str) -> Operation:
+    """An operation of ``strategy`` brought into ``state`` through the public transitions."""
+    op = _op(strategy)
+    if state == "loading":
+        return op
+    if state == "running":
+        return begin(op, 101.0)
+    return {"completed": lambda: promote(begin(op, 101.0), 102.0) if strategy != "immediate" else begin(op, 101.0),
+            "aborted": lambda: abort(op, 101.0),
+            "rolled_back": lambda: rollback(op, 101.0, "r"),
+            "failed": lambda: fail(op, 101.0, "f")}[state]()
+
+
+EVENTS = {
+    "begin": lambda op: begin(op, 200.0),
+    "verdict": lambda op: advance(op, HEALTHY, 200.0),
+    "promote": lambda op: promote(op, 200.0),
+    "abort": lambda op: abort(op, 200.0),
+    "rollback": lambda op: rollback(op, 200.0, "r"),
+    "fail": lambda op: fail(op, 200.0, "f"),
+}
+
+
+def test_the_table_names_every_state() -> None:
+    assert set(OPERATION_TRANSITIONS) == set(OP_STATES)
+    assert all(not OPERATION_TRANSITIONS[s] for s in ("completed", "aborted", "rolled_back", "failed"))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("state", OP_STATES)
+@pytest.mark.parametrize("event", sorted(EVENTS))
+def test_every_transition_lands_where_the_table_says(strategy: str, state: str, event: str) -> None:
+    """Each (state, event) either leaves the operation unchanged or moves it to a state the table lists."""
+    op = _in_state("gradual" if strategy == "immediate" and state == "running" else strategy, state)
+    assert op.state == state
+    after = EVENTS[event](op)
+    if after.state != op.state:
+        assert after.state in OPERATION_TRANSITIONS[state].get(event, frozenset()), (state, event, after.state)
+
+
+def test_a_transition_outside_the_table_is_refused() -> None:
+    """A bug that moves a terminal operation is caught at once, not persisted."""
+    from actors.core.switch_policy import _checked
+
+    done = abort(_op("gradual"), 101.0)
+    revived = attrs.evolve(done, state="running")
+    with pytest.raises(InvalidOperationTransition):
+        _checked(done, "verdict", revived)
