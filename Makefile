@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install models run test lint bench clean
+.PHONY: install models run test lint bench clean promtool-check
 
 install: $(STAMP)
 
@@ -32,7 +32,13 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	@if command -v promtool >/dev/null 2>&1; then $(MAKE) --no-print-directory promtool-check; else echo "promtool not on PATH: skipping promtool-check"; fi
 	$(BIN)/python -m pytest -q
+
+# Alert rules: syntax and unit tests (promtool ships in the Debian package `prometheus`).
+promtool-check:
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
 
 bench: models
 	$(BIN)/python bench/select_model.py
