@@ -1,0 +1,1 @@
+"""HTTP and WebSocket handlers: the only layer that knows HTTP status codes."""
