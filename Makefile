@@ -8,7 +8,7 @@ PORT   ?= 8000
 # The shared tools checkout (CI clones it beside this repo).
 SHARED ?= ../shared
 
-.PHONY: install models run test lint bench clean container-smoke
+.PHONY: install models run test lint bench clean container-smoke promtool-check
 
 install: $(STAMP)
 
@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	@if command -v promtool >/dev/null 2>&1; then $(MAKE) --no-print-directory promtool-check; else echo "promtool not on PATH: skipping promtool-check"; fi
 	$(BIN)/python -m pytest -q
 
 # Builds the Containerfile with podman, runs it next to a Redis container, waits for /health/ready, then asks it
@@ -46,6 +47,11 @@ container-smoke: export PODCI_CHECK = set -o pipefail; curl -fsS "$$PODCI_URL/pr
   assert abs(sum(p["probabilities"].values()) - 1) < 1e-3 and 0 < p["confidence"] <= 1, a; print("predict:", a)'
 container-smoke:
 	$(SHARED)/tools/podman-smoke.sh . 8000 /health/ready
+
+# Alert rules: syntax and unit tests (promtool ships in the Debian package `prometheus`).
+promtool-check:
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
 
 bench: models
 	$(BIN)/python bench/select_model.py

@@ -126,6 +126,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
     config, text, repository = load_initial_config(options)
     metrics = Metrics()
     state = RouterState.from_config(config)
+    metrics.describe_rules(config)
     redis_url = options.redis_url or config.settings.redis_url
     transition_send, transition_recv = trio.open_memory_channel[Envelope[Any]](256)
     transitions = Transitions(transition_send, InFlight(metrics))
@@ -199,6 +200,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             repository=repository, initial_text=text))
         service = Service(WebSettings(options.admin_key, options.worker_index), metrics, state, cache, watcher,
                           outbox, predictor, repository, transitions, health, feed, control)
+        metrics.track_readiness(lambda: not service.readiness())
         if control.enabled and redis_url:
             await actors.start("control_bus", partial(control_bus.run, control, redis_url))
         if options.handle_signals:

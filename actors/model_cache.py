@@ -158,15 +158,16 @@ class _CacheActor:
         self.metrics.models_loaded.set(len(models))
         self.metrics.model_cache_bytes.set(sum(m.size_bytes for m in models.values()))
 
-    def rescan(self) -> Mapping[str, tuple[str, ...]]:
-        catalog = list_repository(self.root)
+    async def rescan(self) -> Mapping[str, tuple[str, ...]]:
+        """Re-read the repository folder (a directory scan: in a worker thread)."""
+        catalog = await trio.to_thread.run_sync(list_repository, self.root)
         self.publish(catalog=catalog)
         return catalog
 
-    def candidates(self, name: str, version: str | None) -> tuple[str, ...]:
+    async def candidates(self, name: str, version: str | None) -> tuple[str, ...]:
         catalog = self.cache.view.catalog
         if name not in catalog or (version is not None and version not in catalog[name]):
-            catalog = self.rescan()
+            catalog = await self.rescan()
         excluded = self.excluded(name)
         versions = tuple(v for v in catalog.get(name, ()) if v not in excluded)
         if version is not None:
@@ -264,7 +265,7 @@ class _CacheActor:
 
     async def handle_load(self, request: LoadRequest) -> None:
         key = (request.name, request.version)
-        versions = self.candidates(request.name, request.version)
+        versions = await self.candidates(request.name, request.version)
         if not versions:
             self.answer(key, outcome.Error(self.missing(request.name, request.version)))
             return
@@ -291,7 +292,7 @@ class _CacheActor:
             model=request.name, reasons=reasons)))
 
     async def handle_reload(self, request: ReloadRequest) -> LoadResult:
-        catalog = self.rescan()
+        catalog = await self.rescan()
         excluded = self.excluded(request.name)
         versions = tuple(v for v in catalog.get(request.name, ()) if v not in excluded)
         if not versions:
@@ -364,7 +365,7 @@ async def run(
     loads themselves complete in the background (``/health/ready`` tells when).
     """
     actor = _CacheActor(root, limits, metrics, cache, pinned, pinned_versions, excluded, preferred)
-    actor.rescan()
+    await actor.rescan()
     async with requests, trio.open_nursery() as nursery:
         cache.preload(preload)
         nursery.start_soon(_sweep_idle, actor, ttl_seconds)

@@ -72,6 +72,7 @@ def apply(state: RouterState, update: ConfigUpdate, metrics: Metrics) -> ActiveR
     previous = state.active
     state.active = ActiveRules(update.config, update.snapshot, previous.generation + 1, time.time())
     metrics.active_model.clear()
+    metrics.describe_rules(update.config)
     if previous.config.config_hash != update.config.config_hash:
         log.info("rules %s -> %s (%d rules, generation %d)", previous.config.config_hash,
                  update.config.config_hash, len(update.config.rules), state.active.generation)

@@ -355,7 +355,7 @@ class _Manager:
     # -- switching -----------------------------------------------------------------------
 
     async def resolve_target(self, name: str, requested: Any) -> tuple[str, str]:
-        catalog = list_repository(self.repository)
+        catalog = await trio.to_thread.run_sync(list_repository, self.repository)
         if name not in catalog:
             raise not_found("model_not_found", f"model {name!r} is not in the repository",
                             model=name, available=sorted(catalog))
@@ -601,7 +601,7 @@ class _Manager:
         if serving or self.handle.inflight.count(key) or (plan is not None and version in plan.versions()):
             raise Conflict("version_serving", f"{name}@{version} serves traffic; switch away from it first",
                            {"model": name, "version": version, "in_flight": self.handle.inflight.count(key)})
-        catalog = list_repository(self.repository)
+        catalog = await trio.to_thread.run_sync(list_repository, self.repository)
         if version not in catalog.get(name, ()):
             raise not_found("version_not_found", f"model {name!r} has no version {version!r}",
                             model=name, version=version)

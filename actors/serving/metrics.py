@@ -3,18 +3,37 @@
 prometheus-client is used rather than hand-written exposition because it gets the text
 format, label escaping and histogram buckets right and is what every scraper expects.
 Each service owns its own ``CollectorRegistry`` so several instances (tests start many
-in one process) never collide on metric names.
+in one process) never collide on metric names; the standard process, platform and GC
+collectors are registered on it too, because a private registry does not get them from
+prometheus-client's default one. docs/metrics.md lists every metric.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from actors.rules import RouterConfig
 
 SELECT_BUCKETS_US = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000)
 RELOAD_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)
 INFERENCE_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+# End-to-end HTTP: a prediction takes ~0.1-1 ms, admin calls (reload, switch) up to seconds.
+HTTP_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 @attrs.define
@@ -44,9 +63,16 @@ class Metrics:
     operations_total: Counter = attrs.field(init=False)
     health_observations_dropped: Counter = attrs.field(init=False)
     batch_rows: Histogram = attrs.field(init=False)
+    http_duration_s: Histogram = attrs.field(init=False)
+    fallbacks: Counter = attrs.field(init=False)
+    ready: Gauge = attrs.field(init=False)
+    rule_info: Gauge = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
+        PlatformCollector(registry=r)  # python_info
+        GCCollector(registry=r)  # python_gc_collections_total and friends
         self.select_latency_us = Histogram(
             "model_router_latency_microseconds",
             "Time spent in select_model per request, microseconds",
@@ -102,6 +128,7 @@ class Metrics:
             "model_router_redis_connected", "1 when the last Redis operation succeeded", registry=r
         )
         self._switching_metrics()
+        self._service_metrics()
 
     def _switching_metrics(self) -> None:
         r = self.registry
@@ -133,6 +160,54 @@ class Metrics:
         self.health_observations_dropped = Counter(
             "model_router_health_observations_dropped_total",
             "Request observations the health monitor could not take (queue full)", registry=r)
+
+    def _service_metrics(self) -> None:
+        r = self.registry
+        self.http_duration_s = Histogram(
+            "model_router_http_request_duration_seconds",
+            "End-to-end HTTP request duration by route template (not raw path), method and status, seconds",
+            ["route", "method", "status"], buckets=HTTP_BUCKETS_S, registry=r)
+        self.fallbacks = Counter(
+            "model_router_fallback_total",
+            "Requests answered by another model than their first choice: model is the first choice, "
+            "reason the error code that made it unusable",
+            ["model", "reason"], registry=r)
+        self.ready = Gauge(
+            "model_router_ready", "1 while GET /health/ready would answer 200 (default model loaded), else 0",
+            registry=r)
+        self.rule_info = Gauge(
+            "model_router_rule_info",
+            "Always 1: what each rule_index of model_router_rule_matches_total matches, to join on rule_index "
+            "(rule matches by asset class)",
+            ["rule_index", "asset_class", "horizon_ms", "model"], registry=r)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One finished HTTP request. ``route`` must be the route template (``/models/<name>``),
+        never the raw path, or every model name becomes a new time series."""
+        self.http_duration_s.labels(route=route, method=method, status=str(status)).observe(seconds)
+
+    def note_fallback(self, model: str, reason: str) -> None:
+        """A request whose first-choice ``model`` could not answer (``reason``: an error code)."""
+        self.fallbacks.labels(model=model, reason=reason).inc()
+
+    def track_readiness(self, is_ready: Callable[[], bool]) -> None:
+        """``model_router_ready`` is computed at scrape time from ``is_ready`` (cheap, no I/O),
+        so it can never go stale between a readiness change and the next scrape."""
+        self.ready.set_function(lambda: 1.0 if is_ready() else 0.0)
+
+    def describe_rules(self, config: RouterConfig) -> None:
+        """Publish ``model_router_rule_info`` for the rules now in force (call on every apply).
+
+        The rule-match counter is labelled by rule_index only (seed contract); this info
+        series lets PromQL group matches by the rule's asset-class pattern with
+        ``* on (rule_index) group_left (asset_class)``. Old rules' series are dropped.
+        """
+        self.rule_info.clear()
+        for rule in config.rules:
+            self.rule_info.labels(rule_index=str(rule.index), asset_class=rule.asset_class,
+                                  horizon_ms=rule.horizon.text, model=rule.model).set(1)
+        self.rule_info.labels(rule_index="default", asset_class="*", horizon_ms="*",
+                              model=config.settings.default_model).set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

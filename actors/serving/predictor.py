@@ -381,6 +381,8 @@ class Predictor:
             self.record(request, model, latency_s, True, prediction["signal"], operation_id)
             self.note_symbol(request, model)
             fallback_from = chain[0].name if attempt.name != chain[0].name else None
+            if fallback_from is not None:
+                self.metrics.note_fallback(fallback_from, first_error.code if first_error else "features_mismatch")
             return self.respond(request, Resolved(model, selection, fallback_from), prediction, started)
         raise first_error or Unavailable("model_unavailable", "no model could take this request", {})
 
@@ -429,6 +431,8 @@ class Predictor:
         position, model, error = await self.usable(chain, 0, frozenset())
         if model is None:
             raise error or Unavailable("model_unavailable", "no model could take this request", {})
+        if position > 0:
+            self.metrics.note_fallback(chain[0].name, error.code if error else "unavailable")
         return model, (chain[0].name if chain[position].name != chain[0].name else None)
 
     async def predict_batch(self, body: Any) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from actors.web.app import create_app
 from actors.web.errors import MAX_BODY_BYTES
-from actors.web.hot_path import HotPath
+from actors.web.hot_path import HOT_PATHS, HotPath
+from actors.web.request_metrics import RequestMetrics, RouteTemplates
 from actors.web.service import Service
 
 
@@ -47,7 +48,10 @@ async def serve_main_port(service: Service, config: HypercornConfig, done: trio.
                           *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until ``service.stop``; Hypercorn drains in-flight requests before returning."""
     try:
-        await hypercorn_serve(HotPath(create_app(service), service), config,
+        quart_app = create_app(service)
+        timed = RequestMetrics(HotPath(quart_app, service), service.metrics,
+                               RouteTemplates(quart_app.url_map, fixed_routes=HOT_PATHS))
+        await hypercorn_serve(timed, config,
                               shutdown_trigger=service.stop.wait, task_status=task_status)
     finally:
         done.set()
