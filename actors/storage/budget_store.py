@@ -258,10 +258,12 @@ class BudgetLedger:
 
     def close_all(self) -> list[Lease]:
         """Every lease with something unused (shutdown): their ``left`` goes back to the store."""
-        leases = [lease for lease in self.leases.values() if lease.left] + self.take_stale()
+        leases = [Lease(lease.workspace, lease.day, lease.limit, left=lease.left)
+                  for lease in self.leases.values() if lease.left]
         for lease in self.leases.values():
             lease.left = 0
-        return leases
+            lease.exhausted = True  # nothing more is spent here after shutdown began
+        return leases + self.take_stale()
 
     def spent_today(self, workspace: str, now: float) -> int:
         lease = self.leases.get(workspace)
