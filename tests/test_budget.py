@@ -67,7 +67,7 @@ async def test_unused_leases_go_back_at_shutdown(redis_server: RedisServer) -> N
     actor = BudgetActor(BudgetLedger(store, min_chunk=100))
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
-        assert (await actor.spend("w", 10_000, 7)).ok
+        assert (await actor.spend("w", 10_000, 7, wait_s=5.0)).ok
         day = utc_day(actor.clock())
         assert store.reserved("w", day) == 100  # a whole chunk leased for 7 items
         nursery.cancel_scope.cancel()
@@ -80,11 +80,11 @@ async def test_day_change_returns_yesterdays_lease_and_leases_anew() -> None:
     actor = BudgetActor(BudgetLedger(store, min_chunk=100), clock=lambda: now[0])
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run)
-        assert (await actor.spend("w", 1_000, 10)).ok
+        assert (await actor.spend("w", 1_000, 10, wait_s=5.0)).ok
         assert store.reserved("w", DAY) == 100
         now[0] = T0 + 120  # past midnight UTC
         assert actor.try_spend("w", 1_000, 1).status == NEED_LEASE
-        assert (await actor.spend("w", 1_000, 1)).ok
+        assert (await actor.spend("w", 1_000, 1, wait_s=5.0)).ok
         with trio.fail_after(2):
             while store.reserved("w", DAY) != 10:  # the stale lease is given back by the actor
                 await trio.sleep(0.01)
@@ -100,7 +100,7 @@ async def test_unreachable_store_refuses_waiters_quickly_but_spends_what_is_held
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(actor.run)
-            assert (await actor.spend("held", 10_000, 1)).ok
+            assert (await actor.spend("held", 10_000, 1, wait_s=5.0)).ok
             server.stop()
             assert actor.try_spend("held", 10_000, 1).ok  # the lease in hand still serves
             with trio.fail_after(5):

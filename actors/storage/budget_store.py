@@ -24,7 +24,7 @@ from typing import Final, Protocol
 import attrs
 import redis
 
-from actors.core.rate_limit import day_label, next_reset, utc_day
+from actors.core.rate_limit import SECONDS_PER_DAY, day_label, next_reset, utc_day
 
 KEY_PREFIX: Final = "model_router:budget"
 KEY_TTL_S: Final = 3 * 86_400
@@ -175,6 +175,13 @@ class Lease:
     window_spent: int = 0
     rate: float = 0.0
     need: int = 0                # the largest spend refused for want of a lease (a big batch)
+    low_water: float = 0.0       # ask for more below this (LOW_WATER of the last chunk)
+    day_start: float = attrs.field(init=False)  # the day as epoch bounds: two float compares per spend
+    day_end: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.day_start = float(self.day * SECONDS_PER_DAY)
+        self.day_end = self.day_start + SECONDS_PER_DAY
 
 
 @attrs.define
@@ -197,14 +204,14 @@ class BudgetLedger:
         if limit is None:
             return SPENT
         lease = self.leases.get(workspace)
-        if lease is None or lease.day != utc_day(now) or lease.limit != limit:
+        if lease is None or not lease.day_start <= now < lease.day_end or lease.limit != limit:
             self._renew(workspace, limit, now, lease)
             return _NEED
         if lease.left >= n:
             lease.left -= n
             lease.spent += n
             lease.window_spent += n
-            if lease.left < lease.last_chunk * LOW_WATER and not lease.exhausted and workspace not in self.wanted:
+            if lease.left < lease.low_water and not lease.exhausted and workspace not in self.wanted:
                 self.wanted.add(workspace)
                 self.notify()
             return SPENT
@@ -249,6 +256,7 @@ class BudgetLedger:
             return
         lease.left += granted
         lease.last_chunk = max(granted, 1)
+        lease.low_water = lease.last_chunk * LOW_WATER
         lease.store_left = max(0, limit - reserved)
         lease.exhausted = granted == 0
 
