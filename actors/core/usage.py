@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import attrs
 
+from actors.core.access import FORBIDDEN, ApiKey, Refusal, Role
 from actors.core.rate_limit import day_label, next_reset, utc_day
 
 NO_WORKSPACE: Final = "-"
@@ -140,3 +141,21 @@ def usage_report(totals: Mapping[CounterKey, int], now: float, workspaces: Itera
         data["budget"] = {"daily_predictions": limit, "used": used,
                           "left": None if limit is None else max(0, limit - used)}
     return {"day": day_label(utc_day(now)), "resets_at": next_reset(now), "workspaces": body}
+
+
+def usage_scope(key: ApiKey, workspaces: Iterable[str], requested: str | None) -> list[str] | Refusal:
+    """Which workspaces ``key`` may see in ``GET /usage[?workspace=W]``.
+
+    A key bound to a workspace sees that workspace only (asking for another is ``forbidden``);
+    admin keys and keys without a workspace (operators, dashboards) see every workspace.
+    """
+    known = sorted(workspaces)
+    if key.workspace is not None and not key.has(Role.ADMIN):
+        own = key.workspace.name
+        if requested is not None and requested != own:
+            return Refusal(FORBIDDEN, f"key {key.id!r} may only see the usage of workspace {own!r}",
+                           {"key_id": key.id, "workspace": requested})
+        return [own]
+    if requested is None:
+        return known
+    return [requested]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from actors.core.access import FORBIDDEN, ApiKey, Refusal, Role, Workspace
 from actors.core.rate_limit import utc_day
-from actors.core.usage import NO_WORKSPACE, BudgetView, UsageBook, usage_report
+from actors.core.usage import NO_WORKSPACE, BudgetView, UsageBook, usage_report, usage_scope
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc).timestamp()
 TOMORROW = T0 + 86_400
@@ -76,3 +77,17 @@ def test_a_new_day_starts_from_zero_but_keeps_yesterdays_delta_for_the_flush() -
     assert set(delta) == {utc_day(T0), utc_day(TOMORROW)}
     book.absorb(utc_day(T0), {("p", "desk-a"): 999})  # a late answer for yesterday changes nothing today
     assert book.totals(TOMORROW) == {}
+
+
+def test_usage_scope_by_key() -> None:
+    desk = Workspace("desk-a")
+    engine = ApiKey("engine", "0" * 64, frozenset({Role.PREDICT, Role.READ}), desk)
+    dashboard = ApiKey("dash", "1" * 64, frozenset({Role.READ}))
+    admin = ApiKey("boss", "2" * 64, frozenset({Role.ADMIN}), desk)
+    known = ["desk-b", "desk-a"]
+    assert usage_scope(engine, known, None) == ["desk-a"]
+    assert usage_scope(engine, known, "desk-a") == ["desk-a"]
+    refused = usage_scope(engine, known, "desk-b")
+    assert isinstance(refused, Refusal) and refused.code == FORBIDDEN
+    assert usage_scope(dashboard, known, None) == ["desk-a", "desk-b"]
+    assert usage_scope(admin, known, "desk-b") == ["desk-b"]
