@@ -81,13 +81,18 @@ class BudgetActor:
                 continue
             _, day, limit, want = request
             try:
-                granted, reserved = await trio.to_thread.run_sync(ledger.store.reserve, workspace, day, limit, want)
+                # Shielded: a grant made in Redis must be credited (and so given back at shutdown),
+                # never lost to a cancellation; the socket timeout bounds the wait.
+                with trio.CancelScope(shield=True):
+                    granted, reserved = await trio.to_thread.run_sync(
+                        ledger.store.reserve, workspace, day, limit, want)
+                    self.reservations += 1
+                    ledger.apply_grant(workspace, day, limit, granted, reserved)
             except (redis.RedisError, OSError):
                 ledger.wanted.add(workspace)
                 raise
-            self.reservations += 1
-            ledger.apply_grant(workspace, day, limit, granted, reserved)
             self._answer(workspace)
+            await trio.lowlevel.checkpoint()
 
     async def _release(self, leases: list[Lease]) -> None:
         for lease in leases:
@@ -98,13 +103,16 @@ class BudgetActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Reserve what the ledger wants until cancelled; then give back every unused reservation."""
         backoff = 0.1
+        last_retry = trio.current_time()
         task_status.started()
         try:
             while True:
                 with trio.move_on_after(RETRY_EXHAUSTED_S):
                     await self.wake.wait()
                 self.wake = trio.Event()
-                self.ledger.retry_exhausted()
+                if trio.current_time() - last_retry >= RETRY_EXHAUSTED_S:
+                    last_retry = trio.current_time()
+                    self.ledger.retry_exhausted()
                 try:
                     await self._release(self.ledger.take_stale())
                     await self._reserve_wanted()

@@ -154,3 +154,22 @@ def test_two_processes_never_overspend_together(redis_server: RedisServer, limit
     reserved = sum(int(v) for k, v in ((k, redis_server.client().get(k))
                                        for k in redis_server.client().keys("model_router:budget:proc:*")))
     assert reserved == limit
+
+
+async def test_an_exhausted_ledger_picks_up_what_another_gives_back(redis_server: RedisServer) -> None:
+    limit = 300
+    first = BudgetActor(BudgetLedger(RedisBudgetStore.from_url(redis_server.url), min_chunk=200))
+    second = BudgetActor(BudgetLedger(RedisBudgetStore.from_url(redis_server.url), min_chunk=200))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(first.run)
+        async with trio.open_nursery() as inner:
+            await inner.start(second.run)
+            assert (await second.spend("w", limit, 1, wait_s=5.0)).ok  # second leases 200 of 300
+            spent = await hammer(first, "w", limit, [1])
+            assert spent == 100  # the 100 not leased to second
+            inner.cancel_scope.cancel()  # second stops: 199 unused go back
+        with trio.fail_after(5):  # first asks again (every second) and spends them
+            while not first.try_spend("w", limit, 1).ok:
+                await trio.sleep(0.05)
+        assert await hammer(first, "w", limit, [1]) == 198
+        nursery.cancel_scope.cancel()

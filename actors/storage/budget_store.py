@@ -108,6 +108,12 @@ class LocalBudgetStore:
         with self.lock:
             return self.counters.get((workspace, day), 0)
 
+    def seed(self, workspace: str, day: int, used: int) -> None:
+        """Start the day at ``used`` (today's predictions from the usage file), so a restart
+        does not hand a workspace its whole budget again."""
+        with self.lock:
+            self.counters[(workspace, day)] = max(self.counters.get((workspace, day), 0), used)
+
 
 @attrs.define
 class RedisBudgetStore:

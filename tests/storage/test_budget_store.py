@@ -41,6 +41,8 @@ def test_local_store_has_the_same_contract() -> None:
     assert store.reserve("w", DAY, 150, 100) == (50, 150)
     assert store.reserve("w", DAY, 150, 100) == (0, 150)
     assert store.release("w", DAY, 500) == 0
+    store.seed("w", DAY, 140)  # restarted: today's predictions from the usage file
+    assert store.reserve("w", DAY, 150, 100) == (10, 150)
 
 
 def test_ledger_spends_a_lease_locally_and_asks_for_more_when_low() -> None:
