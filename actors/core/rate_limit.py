@@ -14,7 +14,7 @@ from typing import Final
 
 import attrs
 
-from actors.core.access import RateLimit
+from actors.core.access import RATE_LIMITED, ApiKey, RateLimit, Refusal
 
 SECONDS_PER_DAY: Final = 86_400
 #: Keys idle this long are dropped by ``prune`` (a full bucket carries no state worth keeping).
@@ -71,6 +71,22 @@ class TokenBuckets:
         for key in stale:
             del self.state[key]
         return len(stale)
+
+
+def rate_refusal(buckets: TokenBuckets, key: ApiKey, now: float, n: float = 1) -> Refusal | None:
+    """``rate_limited`` (with ``retry_after_s``) when ``key``'s workspace bucket is empty, else None.
+
+    Keys without a workspace or whose workspace has no rate limit are never limited.
+    """
+    workspace = key.workspace
+    if workspace is None or workspace.rate_limit is None:
+        return None
+    allowed, retry = buckets.take(key.id, workspace.rate_limit, now, n)
+    if allowed:
+        return None
+    return Refusal(RATE_LIMITED, f"rate limit of workspace {workspace.name!r} reached",
+                   {"workspace": workspace.name, "key_id": key.id, "per_second": workspace.rate_limit.per_second,
+                    "burst": workspace.rate_limit.burst}, retry_after_s=retry)
 
 
 def retry_after_header(retry_after_s: float) -> int:

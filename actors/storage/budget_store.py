@@ -24,7 +24,8 @@ from typing import Final, Protocol
 import attrs
 import redis
 
-from actors.core.rate_limit import SECONDS_PER_DAY, day_label, next_reset, utc_day
+from actors.core.access import BUDGET_EXHAUSTED, Refusal
+from actors.core.rate_limit import SECONDS_PER_DAY, day_label, iso_utc, next_reset, utc_day
 
 KEY_PREFIX: Final = "model_router:budget"
 KEY_TTL_S: Final = 3 * 86_400
@@ -35,7 +36,7 @@ CHUNK_SECONDS: Final = 2.0
 LOW_WATER: Final = 0.5
 
 OK: Final = "ok"
-EXHAUSTED: Final = "budget_exhausted"
+EXHAUSTED: Final = BUDGET_EXHAUSTED
 NEED_LEASE: Final = "need_lease"
 
 # KEYS[1] counter; ARGV limit, want, ttl. Grants min(want, limit - reserved), never below 0.
@@ -159,6 +160,14 @@ class SpendResult:
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    def refusal(self, workspace: str) -> Refusal | None:
+        """The ``budget_exhausted`` refusal (reset time, limit, used) for this result, or None."""
+        if self.status != EXHAUSTED:
+            return None
+        return Refusal(EXHAUSTED, f"daily prediction budget of workspace {workspace!r} is spent",
+                       {"workspace": workspace, "limit": self.limit, "used": self.used,
+                        "reset_at": iso_utc(self.reset_at)}, reset_at=self.reset_at)
 
 
 SPENT: Final = SpendResult(OK)

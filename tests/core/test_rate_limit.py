@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from actors.core.access import RateLimit
+from actors.core.access import RATE_LIMITED, ApiKey, RateLimit, Role, Workspace
 from actors.core.rate_limit import (
     DayCounters,
     TokenBuckets,
@@ -15,6 +15,7 @@ from actors.core.rate_limit import (
     day_label,
     iso_utc,
     next_reset,
+    rate_refusal,
     retry_after_header,
     utc_day,
 )
@@ -93,3 +94,16 @@ def test_day_counters_count_items_and_start_over_at_midnight() -> None:
     counters.forget_before(T0 + 2.0)
     assert counters.used("w", T0) == 0 and counters.used("w", T0 + 2.0) == 1
     assert not counters.try_add("z", 0, 1, T0)  # a budget of 0 refuses everything
+
+
+def test_rate_refusal_for_keys_of_limited_workspaces_only() -> None:
+    buckets = TokenBuckets()
+    limited = ApiKey("k", "0" * 64, frozenset({Role.PREDICT}), Workspace("w", rate_limit=RateLimit(2, 1)))
+    free = ApiKey("f", "1" * 64, frozenset({Role.PREDICT}), Workspace("v"))
+    admin = ApiKey("a", "2" * 64, frozenset({Role.ADMIN}))
+    assert rate_refusal(buckets, limited, 0.0) is None
+    refusal = rate_refusal(buckets, limited, 0.0)
+    assert refusal is not None and refusal.code == RATE_LIMITED and refusal.retry_after_s == pytest.approx(0.5)
+    assert refusal.details == {"workspace": "w", "key_id": "k", "per_second": 2, "burst": 1}
+    assert rate_refusal(buckets, limited, 0.5) is None
+    assert all(rate_refusal(buckets, key, 0.0) is None for key in (free, admin) for _ in range(100))

@@ -85,3 +85,7 @@ def test_exhausted_answers_with_reset_time() -> None:
     ledger.apply_grant("w", DAY, 3, *ledger.store.reserve("w", DAY, 3, 10))
     result = ledger.try_spend("w", 3, 1, T0)
     assert (result.status, result.reset_at, result.limit, result.used) == (EXHAUSTED, next_reset(T0), 3, 3)
+    refusal = result.refusal("w")
+    assert refusal is not None and refusal.code == "budget_exhausted" and refusal.reset_at == next_reset(T0)
+    assert refusal.details == {"workspace": "w", "limit": 3, "used": 3, "reset_at": "2026-12-03T00:00:00Z"}
+    assert ledger.try_spend("w", None, 1, T0).refusal("w") is None
