@@ -15,6 +15,8 @@ Layout (read top to bottom; each layer imports only the ones below it):
                            switch_feed         switch events to Redis and WebSockets
                            redis_bus           the one Redis connection, buffered
                            control_bus         operator commands mirrored to workers
+                           budget              daily prediction budgets, leased from Redis
+                           usage_flusher       usage counts persisted every few seconds
     actors/mailbox.py    ask()/tell() and the supervision rule every actor follows
     actors/lifecycle.py  start actors in order, stop them in reverse
     actors/serving/      the request path both ports share: predictor, batcher, metrics
@@ -53,6 +55,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "run_redis_bus": ("actors.redis_bus", "run"),
     "ControlBus": ("actors.control_bus", "ControlBus"),
     "run_control_bus": ("actors.control_bus", "run"),
+    "BudgetActor": ("actors.budget", "BudgetActor"),
+    "run_budget": ("actors.budget", "run"),
+    "run_usage_flusher": ("actors.usage_flusher", "run"),
 }
 
 __all__ = sorted(_EXPORTS)

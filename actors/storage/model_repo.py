@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import attrs
 import yaml
 
 from actors.core.versions import is_model_name, is_version_name
+from actors.storage.atomic import atomic_write_bytes
 
 MODEL_FILE = "model.tflite"
 METADATA_FILE = "metadata.yml"
@@ -208,27 +207,6 @@ def list_repository(root: Path) -> dict[str, tuple[str, ...]]:
         if versions:
             result[model_dir.name] = versions
     return result
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o666) -> None:
-    """Write via a temp file in the same folder + ``os.replace`` so readers see old or new, never half.
-
-    The file gets ``mode & ~umask`` like any ordinary write (0644 under the usual umask), not
-    ``mkstemp``'s 0600: published models are read by other users (the image builds them as root
-    and serves them as ``router``). Pass ``mode=0o600`` for a file that holds a secret.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # O_EXCL: never another's file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_model_version(

@@ -22,7 +22,8 @@ import trio
 
 import app
 from actors.build.demo_models import build_random_model
-from actors.storage.model_repo import METADATA_FILE, MODEL_FILE, atomic_write_bytes
+from actors.storage.atomic import atomic_write_bytes
+from actors.storage.model_repo import METADATA_FILE, MODEL_FILE
 from tests.conftest import FAST_FEATURES, render_config, running_app
 
 ROOT = Path(__file__).resolve().parents[2]
