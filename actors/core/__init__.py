@@ -1,0 +1,1 @@
+"""Pure logic: no trio, no I/O, no clock."""
