@@ -9,6 +9,7 @@ runs the same models in process instead, answering ``predict``, ``predict_batch`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -236,6 +237,7 @@ class SwitchSubscription:
         self.reconnect = reconnect
         self._rng = rng
         self._socket: ClientConnection | None = None
+        self._exit = contextlib.ExitStack()
         self._closed = False
 
     def open(self) -> None:
@@ -244,9 +246,10 @@ class SwitchSubscription:
         retry = 0
         while True:
             try:
-                self._socket = connect(f"{self.settings.ws_url}/ws/switches?{urlencode(feed_query(self.state))}",
-                                       additional_headers=self.settings.headers(admin=False),
-                                       open_timeout=self.settings.timeout_s)
+                # Entered as a context manager: the form every websockets version since 13 supports.
+                self._socket = self._exit.enter_context(connect(
+                    f"{self.settings.ws_url}/ws/switches?{urlencode(feed_query(self.state))}",
+                    additional_headers=self.settings.headers(admin=False), open_timeout=self.settings.timeout_s))
                 hello = read_feed_message(json.loads(self._socket.recv(timeout=self.settings.timeout_s)), self.state)
                 if hello is not None:
                     raise FeedError(f"expected the subscription message first, got {hello}")
@@ -259,9 +262,8 @@ class SwitchSubscription:
                 retry += 1
 
     def _drop(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        self._exit.close()
+        self._socket = None
 
     def next(self, timeout: float | None = None) -> SwitchEvent:
         """The next event; ``TimeoutError`` after ``timeout`` seconds without one, FeedError once closed."""
