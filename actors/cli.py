@@ -65,7 +65,6 @@ def _plain(value: Any) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:
-    from actors.config_watcher import resolve_repository
     from actors.core.route_diff import route_changes
     from actors.rules import compile_snapshot
 
@@ -75,9 +74,7 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     old_config = None
     if config is not None:
         report.update(config_hash=config.config_hash, rules=len(config.rules),
-                      default_model=config.settings.default_model,
-                      repository=str(resolve_repository(Path(args.config).resolve(), config,
-                                                        _path(args.models))))
+                      default_model=config.settings.default_model)
     if args.against is not None:
         old_config, old_problems, _ = _load_config(Path(args.against), args.models)
         if old_config is None:
@@ -111,28 +108,40 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _path(value: str | None) -> Path | None:
-    return Path(value).resolve() if value else None
-
-
 def _load_config(path: Path, models: str | None) -> tuple[Any, list[str], list[str]]:
     """(config or None, errors, warnings): the service's own parsing, models checked when the repository exists."""
-    from actors.config_watcher import read_config_text, resolve_repository
+    from actors.config_watcher import read_config_text
     from actors.model_repo import list_repository
     from actors.rules import ConfigError, parse_config
 
     try:
         text = read_config_text(path)
-        draft = parse_config(text)
-        repository = resolve_repository(path.resolve(), draft, _path(models))
-        if not repository.is_dir():
-            return draft, [], [*draft.warnings, f"model repository {repository} not found: model names not checked"]
-        config = parse_config(text, known_models=frozenset(list_repository(repository)))
-    except ConfigError as exc:
-        return None, [f"{d['path']}: {d['message']}" for d in exc.details], []
     except (OSError, UnicodeError, ValueError) as exc:
         return None, [f"cannot read {path}: {exc}"], []
-    return config, [], list(config.warnings)
+    repository = _repository(path, text, models)
+    known = frozenset(list_repository(repository)) if repository is not None and repository.is_dir() else None
+    try:
+        config = parse_config(text, known_models=known)
+    except ConfigError as exc:
+        return None, [f"{d['path']}: {d['message']}" for d in exc.details], []
+    warnings = list(config.warnings)
+    if known is None:
+        warnings.append(f"model repository {repository} not found: model names not checked")
+    return config, [], warnings
+
+
+def _repository(path: Path, text: str, models: str | None) -> Path | None:
+    """The repository the config names (``--models`` wins), read leniently so a broken file still gets checked."""
+    import yaml
+
+    if models:
+        return Path(models).resolve()
+    try:
+        data = yaml.safe_load(text)
+        relative = data["model_router"]["config"].get("model_repository", "models")
+    except (yaml.YAMLError, TypeError, KeyError, AttributeError):
+        return None
+    return (path.resolve().parent / str(relative)).resolve() if isinstance(relative, str) else None
 
 
 def cmd_route(args: argparse.Namespace, out: Output) -> int:
