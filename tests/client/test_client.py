@@ -41,7 +41,15 @@ from actors.client.results import ItemError, PredictInput, Prediction
 from actors.client.settings import RetryPolicy
 from actors.client.sync_client import RemoteInferenceClient
 from actors.demo_models import build_random_model
-from tests.conftest import ADMIN_KEY, FAST_FEATURES, fast_features, render_config, running_app, window_features
+from tests.conftest import (
+    ADMIN_KEY,
+    FAST_FEATURES,
+    RedisServer,
+    fast_features,
+    render_config,
+    running_app,
+    window_features,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_RETRY = RetryPolicy(attempts=4, base_delay_s=0.001, max_delay_s=0.01)
@@ -58,11 +66,12 @@ class ServiceProcess:
     config: Path
 
 
-def start_service(config: Path) -> ServiceProcess:
+def start_service(config: Path, port: int | None = None) -> ServiceProcess:
     """``model-router serve`` (the CLI's delegation to app.main) on a free port; returns once it listens."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": ADMIN_KEY}
     process = subprocess.Popen([sys.executable, "-m", "actors.cli", "serve", "--config", str(config),
                                 "--host", "127.0.0.1", "--port", str(port)],
@@ -86,20 +95,25 @@ def start_service(config: Path) -> ServiceProcess:
             return ServiceProcess(process, f"http://127.0.0.1:{port}", config)
 
 
+def stop_service(running: ServiceProcess) -> None:
+    running.process.terminate()
+    assert running.process.wait(timeout=15) == 0
+
+
 @contextmanager
-def serving(root: Path) -> Iterator[ServiceProcess]:
+def serving(root: Path, redis_url: str | None = None) -> Iterator[ServiceProcess]:
     """The conftest models plus ``fast`` version 2 (policy "latest": version 2 serves), and the rules."""
     repo = root / "models"
     build_random_model(repo, "fast", "2", FAST_FEATURES, seed=21)
     (root / "conf").mkdir()
     config = root / "conf" / "rules.yml"
-    config.write_text(render_config(repo))
+    config.write_text(render_config(repo, redis_url=redis_url))
     running = start_service(config)
     try:
         yield running
     finally:
-        running.process.terminate()
-        running.process.wait(timeout=15)
+        if running.process.poll() is None:
+            stop_service(running)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +222,33 @@ def test_switch_progress_feed_and_rollback(service: ServiceProcess) -> None:
         assert {v.version for v in fast.versions} == {"1", "2"}
         status = client.status()
         assert status.ready and status.running_switches == () and "fast@1" in status.models_loaded
+
+
+def test_feed_resumes_across_a_service_restart_without_missing_events(
+        built_repo: Path, tmp_path: Path, redis_server: RedisServer) -> None:
+    """The subscription reconnects by itself and, the service having Redis, replays what it missed."""
+    shutil.copytree(built_repo, tmp_path / "models")
+    patient = RetryPolicy(attempts=50, base_delay_s=0.02, max_delay_s=0.5)
+    with serving(tmp_path, redis_server.url) as first, remote(first.url, retry=patient) as client, \
+            client.switches(model="fast") as feed:
+        client.predict(fast_features(), asset_class="crypto", horizon_ms=1000, symbol="R1")
+        client.switch("fast", "1")
+        before = feed.next(timeout=10)
+        assert (before.symbol, before.new_model, before.replay) == ("R1", "fast@1", False) and before.stream_id
+
+        stop_service(first)  # the feed's socket closes under it
+        port = int(first.url.rsplit(":", 1)[1])
+        second = start_service(first.config, port)
+        try:
+            client.predict(fast_features(), asset_class="crypto", horizon_ms=1000, symbol="R1")
+            op = client.switch("fast", "2")  # published while the feed is still disconnected
+            after = feed.next(timeout=30)
+            assert (after.symbol, after.old_model, after.new_model) == ("R1", "fast@1", "fast@2")
+            assert after.operation_id == op.id and after.replay and after.stream_id > before.stream_id
+            assert feed.state.subscribed == 2 and feed.state.redis
+        finally:
+            feed.close()  # an open WebSocket would hold the service's graceful drain for its full 5 s
+            stop_service(second)
 
 
 def test_local_fallback_answers_exactly_as_the_service(shared_service: ServiceProcess) -> None:
