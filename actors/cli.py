@@ -5,7 +5,8 @@ Every subcommand has ``--help``. Global options (before or after the subcommand)
 ``--admin-key`` (``MODEL_ROUTER_ADMIN_KEY`` or the file in ``MODEL_ROUTER_ADMIN_KEY_FILE``),
 ``--timeout`` (``REMOTE_INFERENCE_TIMEOUT``), ``--json`` (machine-readable output).
 Exit codes: 0 success; 1 the command failed (invalid config, API error, a switch that
-did not complete, service unreachable); 2 usage error.
+did not complete, service unreachable); 2 usage error; 130 interrupted (Ctrl-C), except
+``tail-switches``, for which Ctrl-C is the normal way to stop (exit 0).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from actors.client.sync_client import RemoteInferenceClient
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 WAITED_STRATEGIES = frozenset({"immediate", "gradual", "canary"})
 
 
@@ -268,7 +270,10 @@ def cmd_tail_switches(args: argparse.Namespace, out: Output) -> int:
                                  since=args.since) as feed:
                 out.note(f"following switch events on {client.settings.base_url} (Ctrl-C to stop)")
                 for event in feed:
-                    out.data(event) if out.json else out.line(_event_line(event))
+                    if out.json:
+                        out.data(event)
+                    else:
+                        out.line(_event_line(event))
                     seen += 1
                     if args.count is not None and seen >= args.count:
                         break
@@ -409,6 +414,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except (ModelRouterError, TimeoutError) as error:
         out.note(f"model-router: {error}")
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        out.note("model-router: interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

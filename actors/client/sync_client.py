@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from actors.client import calls
@@ -217,7 +217,11 @@ class RemoteInferenceClient:
             raise LocalModeUnsupported("the switch feed needs the service (local mode is on)")
         subscription = SwitchSubscription(self.settings, FeedState(symbol, asset_class, model, since), reconnect,
                                           self._rng)
-        subscription.open()
+        try:
+            subscription.open()
+        except BaseException:
+            subscription.close()
+            raise
         return subscription
 
 
@@ -254,6 +258,15 @@ class SwitchSubscription:
                 if hello is not None:
                     raise FeedError(f"expected the subscription message first, got {hello}")
                 return
+            except InvalidStatus as exc:
+                self._drop()
+                status = exc.response.status_code
+                if status < 500:  # refused (a key, a path): asking again changes nothing
+                    raise FeedError(f"switch feed refused with HTTP {status}") from exc
+                if retry + 1 >= policy.attempts:
+                    raise ServiceUnreachable(f"switch feed at {self.settings.ws_url}: HTTP {status}") from exc
+                time.sleep(policy.delay(retry, self._rng))
+                retry += 1
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 self._drop()
                 if retry + 1 >= policy.attempts:

@@ -29,6 +29,7 @@ import trio
 from actors.client.async_client import AsyncRemoteInferenceClient
 from actors.client.errors import (
     BadRequest,
+    FeedError,
     LocalModeUnsupported,
     NotFound,
     ServiceUnavailable,
@@ -188,6 +189,8 @@ def test_service_errors_are_typed(shared_service: ServiceProcess) -> None:
         assert unknown.value.code == "model_not_found" and "available" in unknown.value.details
         with pytest.raises(NotFound):
             client.operation("sw-nope")
+        with pytest.raises(FeedError, match="bad_since: since needs Redis"):
+            client.switches(since="1-0")  # refused, not retried: this service has no Redis
     with remote(shared_service.url, admin_key="wrong") as intruder, pytest.raises(Unauthorized) as refused:
         intruder.switch("fast", "1")
     assert refused.value.to_body()["error"]["code"] == "unauthorized"
