@@ -23,7 +23,7 @@ import attrs
 
 from actors.client.errors import ApiError, ModelRouterError
 from actors.client.results import Operation, SwitchEvent
-from actors.client.settings import DEFAULT_URL
+from actors.client.settings import DEFAULT_URL, RetryPolicy
 from actors.client.sync_client import RemoteInferenceClient
 
 EXIT_OK = 0
@@ -74,6 +74,7 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     config, problems, warnings = _load_config(Path(args.config), args.models)
     report.update(valid=config is not None, errors=problems, warnings=warnings)
     old_config = None
+    changes: tuple[Any, ...] = ()
     if config is not None:
         report.update(config_hash=config.config_hash, rules=len(config.rules),
                       default_model=config.settings.default_model)
@@ -103,9 +104,8 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
         for problem in report["against_errors"]:
             out.line(f"  error   {problem}")
     if "changes" in report:
-        changes = report["changes"]
         out.line(f"{len(changes)} route(s) change model against {args.against}" + (":" if changes else ""))
-        for change in route_changes(compile_snapshot(old_config), compile_snapshot(config)):  # type: ignore[arg-type]
+        for change in changes:
             out.line(f"  {change.describe()}")
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -264,17 +264,17 @@ def _event_line(event: SwitchEvent) -> str:
 def cmd_tail_switches(args: argparse.Namespace, out: Output) -> int:
     """Print the switch feed live until Ctrl-C (or ``--count`` events)."""
     seen = 0
-    with _client(args) as client:
+    with _client(args, FEED_RETRY) as client:
         try:
             with client.switches(symbol=args.symbol, asset_class=args.asset_class, model=args.model,
                                  since=args.since) as feed:
                 out.note(f"following switch events on {client.settings.base_url} (Ctrl-C to stop)")
                 for event in feed:
+                    seen += 1  # counted first: Ctrl-C may land right after the line is out
                     if out.json:
                         out.data(event)
                     else:
                         out.line(_event_line(event))
-                    seen += 1
                     if args.count is not None and seen >= args.count:
                         break
         except KeyboardInterrupt:
@@ -291,9 +291,13 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
 # ------------------------------------------------------------------------ parser ----
 
 
-def _client(args: argparse.Namespace) -> RemoteInferenceClient:
+# tail-switches outlives service restarts: reconnect for about a minute before giving up.
+FEED_RETRY = RetryPolicy(attempts=40, base_delay_s=0.1, max_delay_s=2.0)
+
+
+def _client(args: argparse.Namespace, retry: RetryPolicy | None = None) -> RemoteInferenceClient:
     return RemoteInferenceClient(args.url, timeout=args.timeout, api_key=args.api_key, admin_key=args.admin_key,
-                                 remote=True)
+                                 remote=True, retry=retry)
 
 
 def _add_globals(parser: argparse.ArgumentParser, *, top: bool) -> None:

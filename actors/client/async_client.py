@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,7 +23,7 @@ from urllib.parse import urlencode
 import anyio
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
 from actors.client import calls
 from actors.client.errors import (
@@ -31,6 +32,7 @@ from actors.client.errors import (
     ModelRouterError,
     RequestTimeout,
     ServiceUnreachable,
+    single_error,
 )
 from actors.client.feed_protocol import FeedState, feed_query, read_feed_message
 from actors.client.results import (
@@ -44,6 +46,11 @@ from actors.client.results import (
     SwitchEvent,
 )
 from actors.client.settings import ClientSettings, RetryPolicy
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
 
 T = TypeVar("T")
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout)
@@ -73,7 +80,7 @@ class AsyncRemoteInferenceClient:
         await self._stack.__aenter__()
         self._stack.push_async_callback(self._http.aclose)
         if not self.settings.remote:
-            from actors.client.local import run_engine, single_error
+            from actors.client.local import run_engine
 
             assert self.settings.config is not None
             nursery = await self._stack.enter_async_context(trio.open_nursery())
@@ -210,11 +217,14 @@ class AsyncRemoteInferenceClient:
             raise LocalModeUnsupported("the switch feed needs the service (local mode is on)")
         state = FeedState(symbol, asset_class, model, since)
         send, receive = trio.open_memory_channel[SwitchEvent](buffer)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self._pump, state, send, reconnect)
-            async with receive:
-                yield receive
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._pump, state, send, reconnect)
+                async with receive:
+                    yield receive
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the nursery wraps even a single error: hand back that error
+            raise single_error(group) from None
 
     async def _pump(self, state: FeedState, send: trio.MemorySendChannel[SwitchEvent], reconnect: bool,
                     *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -237,13 +247,17 @@ class AsyncRemoteInferenceClient:
                             event = read_feed_message(json.loads(await socket.get_message()), state)
                             if event is not None:
                                 await send.send(event)
+                except ConnectionRejected as exc:
+                    if exc.status_code < 500:  # refused (a key, a path): asking again changes nothing
+                        raise FeedError(f"switch feed refused with HTTP {exc.status_code}") from exc
+                    failure: Exception = exc
                 except (ConnectionClosed, HandshakeError, OSError, trio.TooSlowError) as exc:
                     if state.subscribed and not reconnect:
                         return
-                    if retry + 1 >= policy.attempts:
-                        raise ServiceUnreachable(f"switch feed at {self.settings.ws_url}: {exc}") from exc
-                    await trio.sleep(policy.delay(retry, self._rng))
-                    retry += 1
+                    failure = exc
                 except trio.BrokenResourceError:
                     return  # the subscriber left
-
+                if retry + 1 >= policy.attempts:
+                    raise ServiceUnreachable(f"switch feed at {self.settings.ws_url}: {failure}") from failure
+                await trio.sleep(policy.delay(retry, self._rng))
+                retry += 1

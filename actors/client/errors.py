@@ -9,7 +9,13 @@ code written against the service runs unchanged against the fallback.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
 
 
 class ModelRouterError(Exception):
@@ -99,3 +105,14 @@ def api_error(status: int, body: Any) -> ApiError:
         code, message, details = "http_error", str(body)[:500], {}
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
     return kind(status, code, message, details)
+
+
+def single_error(exc: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups of one member, else the group itself.
+
+    Trio wraps what a task raises before ``task_status.started()`` in a group; a caller of
+    the client should get the FeedError or LocalStartupError itself.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -30,7 +29,7 @@ import trio
 import app
 from actors import health_monitor, model_cache, registry_store
 from actors.breaker import BreakerSettings
-from actors.client.errors import ModelRouterError, api_error
+from actors.client.errors import ModelRouterError, api_error, single_error
 from actors.errors import ApiError as ServiceApiError
 from actors.errors import bad_request
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor
@@ -40,11 +39,6 @@ from actors.predictor import Predictor, parse_request
 from actors.router import RouterState
 from actors.switch_feed import SwitchFeed, Trigger
 from actors.transition_manager import Command, InFlight, TrafficView, Transitions
-
-if sys.version_info >= (3, 11):
-    from builtins import BaseExceptionGroup
-else:  # trio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
 
 log = logging.getLogger("model_router.client.local")
 
@@ -135,13 +129,6 @@ async def run_engine(config: Path, *, models: Path | None = None, state_file: Pa
         predictor = Predictor(router, cache, metrics, transitions, health, SwitchFeed(trigger_send, metrics))
         task_status.started(LocalEngine(predictor, repository, config))
         await trio.sleep_forever()
-
-
-def single_error(exc: BaseException) -> BaseException:
-    """The one error inside (nested) exception groups of one member, else the group itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 class LocalThread:

@@ -449,6 +449,9 @@ async def test_async_client_predicts_switches_and_follows_the_feed(config_path: 
         assert (await client.operation(op.id)).state == "completed"
         with pytest.raises(NotFound):
             await client.model("nope")
+        with pytest.raises(FeedError, match="since needs Redis"):
+            async with client.switches(since="1-0"):
+                pytest.fail("a refused subscription never starts")
 
 
 async def test_async_local_mode_equals_the_running_service(config_path: Path) -> None:
@@ -463,3 +466,7 @@ async def test_async_local_mode_equals_the_running_service(config_path: Path) ->
             await near.predict({"a": 1.0}, model_name="fast")
         with pytest.raises(LocalModeUnsupported):
             await near.status()
+    missing = config_path.parent / "missing.yml"
+    with pytest.raises(LocalStartupError, match="cannot read config"):
+        async with AsyncRemoteInferenceClient(remote=False, config=missing, environ=NO_ENV):
+            pytest.fail("an unreadable config never starts")
