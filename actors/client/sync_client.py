@@ -225,7 +225,6 @@ class RemoteInferenceClient:
         return subscription
 
 
-
 class SwitchSubscription:
     """A live ``/ws/switches`` subscription: iterate it for :class:`SwitchEvent` objects.
 
@@ -260,19 +259,16 @@ class SwitchSubscription:
                 return
             except InvalidStatus as exc:
                 self._drop()
-                status = exc.response.status_code
-                if status < 500:  # refused (a key, a path): asking again changes nothing
-                    raise FeedError(f"switch feed refused with HTTP {status}") from exc
-                if retry + 1 >= policy.attempts:
-                    raise ServiceUnreachable(f"switch feed at {self.settings.ws_url}: HTTP {status}") from exc
-                time.sleep(policy.delay(retry, self._rng))
-                retry += 1
+                if exc.response.status_code < 500:  # refused (a key, a path): asking again changes nothing
+                    raise FeedError(f"switch feed refused with HTTP {exc.response.status_code}") from exc
+                failure: Exception = exc
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 self._drop()
-                if retry + 1 >= policy.attempts:
-                    raise ServiceUnreachable(f"switch feed at {self.settings.ws_url}: {exc}") from exc
-                time.sleep(policy.delay(retry, self._rng))
-                retry += 1
+                failure = exc
+            if retry + 1 >= policy.attempts:
+                raise ServiceUnreachable(f"switch feed at {self.settings.ws_url}: {failure}") from failure
+            time.sleep(policy.delay(retry, self._rng))
+            retry += 1
 
     def _drop(self) -> None:
         self._exit.close()
