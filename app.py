@@ -52,6 +52,7 @@ from actors.batcher import Batcher, BatchSettings
 from actors.breaker import BreakerSettings
 from actors.config_watcher import ConfigWatcher, ReloadCommand, read_config_text, resolve_repository
 from actors.control_bus import ControlBus
+from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.errors import ApiError, bad_request, not_found
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor
 from actors.health_stats import AlertThresholds
@@ -61,7 +62,6 @@ from actors.model_repo import list_repository, parse_metadata, version_dir
 from actors.predictor import Predictor, parse_request
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
 from actors.router import ConfigUpdate, RouterState
-from actors.rules import ConfigError, RouterConfig, parse_config
 from actors.switch_feed import STREAM_ID, FeedFilter, SwitchFeed, Trigger
 from actors.transition_manager import Command, InFlight, Transitions
 

@@ -28,12 +28,7 @@ import attrs
 import trio
 import watchfiles
 
-from actors.metrics import Metrics
-from actors.model_repo import list_repository
-from actors.redis_bus import RedisMessage, RedisOutbox
-from actors.reload_history import ReloadEvent, ReloadHistory
-from actors.router import ConfigUpdate, RouterState
-from actors.rules import (
+from actors.core.rules import (
     ConfigError,
     ReloadSettings,
     RouterConfig,
@@ -41,6 +36,11 @@ from actors.rules import (
     compile_snapshot,
     parse_config,
 )
+from actors.metrics import Metrics
+from actors.model_repo import list_repository
+from actors.redis_bus import RedisMessage, RedisOutbox
+from actors.reload_history import ReloadEvent, ReloadHistory
+from actors.router import ConfigUpdate, RouterState
 
 log = logging.getLogger("model_router.config")
 

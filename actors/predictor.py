@@ -26,6 +26,7 @@ import attrs
 import numpy as np
 
 from actors.batcher import Batcher
+from actors.core.rules import Selection
 from actors.errors import ApiError, bad_request
 from actors.features import check_finite_number, feature_row, feature_values
 from actors.health_monitor import HealthMonitor, Observation
@@ -34,7 +35,6 @@ from actors.model_cache import ModelCache
 from actors.model_repo import latest_version
 from actors.recent_symbols import SymbolRoute
 from actors.router import RouterState
-from actors.rules import Selection
 from actors.switch_feed import SwitchFeed
 from actors.switch_policy import TrafficPlan
 from actors.tflite_backend import LoadedModel

@@ -16,8 +16,8 @@ import time
 import attrs
 import trio
 
+from actors.core.rules import RouterConfig, RoutingSnapshot, Selection, compile_snapshot
 from actors.metrics import Metrics
-from actors.rules import RouterConfig, RoutingSnapshot, Selection, compile_snapshot
 
 log = logging.getLogger("model_router.router")
 

@@ -36,13 +36,13 @@ import trio
 import yaml
 
 from actors import registry_store
+from actors.core.rules import ModelThreshold
 from actors.errors import ApiError, bad_request, not_found
 from actors.health_monitor import HealthMonitor
 from actors.metrics import Metrics
 from actors.model_cache import ModelCache, ModelKey
 from actors.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
 from actors.registry_store import RegistryState
-from actors.rules import ModelThreshold
 from actors.switch_feed import SwitchFeed
 from actors.switch_policy import (
     Operation,

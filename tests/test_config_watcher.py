@@ -30,12 +30,12 @@ from actors.config_watcher import (
     resolve_repository,
     write_backup,
 )
+from actors.core.rules import RouterConfig, parse_config
 from actors.metrics import Metrics
 from actors.model_repo import list_repository
 from actors.redis_bus import RedisMessage, RedisOutbox, disabled_outbox
 from actors.reload_history import ReloadEvent
 from actors.router import ConfigUpdate, RouterState
-from actors.rules import RouterConfig, parse_config
 from tests.conftest import RedisServer, Subscriber, render_config
 
 SEED_KEYS = {"component", "timestamp", "config_hash", "rules_count", "latency_ms", "success"}

@@ -9,9 +9,9 @@ import pytest
 import trio
 
 from actors import router
+from actors.core.rules import RouterConfig, compile_snapshot, parse_config
 from actors.metrics import Metrics
 from actors.router import ActiveRules, ConfigUpdate, RouterState
-from actors.rules import RouterConfig, compile_snapshot, parse_config
 from tests.conftest import render_config
 
 SHORT_TO_BACKUP = textwrap.dedent("""\

@@ -1,0 +1,1 @@
+"""Pure logic: rules, features, assignment, switch policy, statistics. No trio, no I/O, no clock."""
