@@ -22,12 +22,13 @@ from actors.core.rules.schema import RouterConfig, RouterSettings, Rule, Selecti
 from actors.core.rules.settings import ALLOWED_SIGNALS, ModelThreshold, ReloadSettings, SwitchingSettings
 from actors.core.rules.snapshot import DEFAULT_MEMO_LIMIT, RoutingSnapshot, compile_snapshot, select_model
 from actors.core.rules.validate import parse_config
-from actors.core.rules.yaml_reader import MAX_EXPANDED_NODES
+from actors.core.rules.yaml_reader import MAX_EXPANDED_CHARS, MAX_EXPANDED_NODES
 
 __all__ = [
     "ALLOWED_SIGNALS",
     "DEFAULT_MEMO_LIMIT",
     "DOCUMENT_PATH",
+    "MAX_EXPANDED_CHARS",
     "MAX_EXPANDED_NODES",
     "ConfigError",
     "HorizonRange",

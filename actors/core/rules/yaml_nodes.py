@@ -11,6 +11,7 @@ anything that walks the data -- hashing, error messages -- expands every alias).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 import yaml
@@ -160,41 +161,59 @@ def _duplicate_keys(node: yaml.Node, path: str, probs: _Problems, seen: set[int]
 
 
 def _children(node: yaml.Node) -> Iterator[yaml.Node]:
+    """Child nodes of a collection (keys and values of a mapping), none for a scalar."""
     if type(node) is yaml.MappingNode:
-        for key_node, value_node in node.value:
-            yield key_node
-            yield value_node
-    elif type(node) is yaml.SequenceNode:
-        yield from node.value
+        return chain.from_iterable(node.value)
+    if type(node) is yaml.SequenceNode:
+        return iter(node.value)
+    return iter(())
 
 
-def _expanded_size(root: yaml.Node, limit: int) -> int:
-    """Nodes in the document with every alias expanded, counting stops soon after ``limit``.
+def _expanded_size(root: yaml.Node, node_limit: int, char_limit: int) -> tuple[int, int]:
+    """(nodes, scalar characters) of the document with every alias expanded.
 
     Subtree sizes are memoized, so a graph of shared nodes is walked once however often it is
-    referenced; a node reached again while it is still open (a recursive alias) counts once,
-    as constructors and ``repr`` keep such a cycle a cycle.  Iterative, so depth is no issue.
+    referenced, and counting stops as soon as one subtree's total passes a limit: the work is
+    bounded by the distinct nodes (the text), never by the expansion.  A node reached again
+    while it is still open (a recursive alias) counts once, as constructors and ``repr`` keep
+    such a cycle a cycle.  Iterative, so depth is no issue.
     """
-    sizes: dict[int, int] = {}
+    scalar = yaml.ScalarNode
+    sizes: dict[int, tuple[int, int]] = {}
     open_nodes = {id(root)}
-    frames: list[list[Any]] = [[root, _children(root), 1]]
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = [(root, _children(root))]
+    totals: list[tuple[int, int]] = [(1, 0)]
     while True:
-        frame = frames[-1]
-        child = next(frame[1], None)
-        if child is None:
-            frames.pop()
-            open_nodes.discard(id(frame[0]))
-            sizes[id(frame[0])] = frame[2]
-            if not frames:
-                return int(frame[2])
-            frames[-1][2] += frame[2]
-        elif type(child) is yaml.ScalarNode or id(child) in open_nodes:
-            frame[2] += 1
-        elif id(child) in sizes:
-            frame[2] += sizes[id(child)]
-        else:
-            open_nodes.add(id(child))
-            frames.append([child, _children(child), 1])
+        node, children = stack[-1]
+        nodes, chars = totals[-1]
+        deeper = None
+        for child in children:
+            if type(child) is scalar:
+                nodes += 1
+                chars += len(child.value)
+            elif (known := sizes.get(id(child))) is not None:
+                nodes += known[0]
+                chars += known[1]
+            elif id(child) in open_nodes:
+                nodes += 1
+            else:
+                deeper = child
+                break
+            if nodes > node_limit or chars > char_limit:
+                return nodes, chars
+        if deeper is not None:
+            totals[-1] = (nodes, chars)
+            open_nodes.add(id(deeper))
+            stack.append((deeper, _children(deeper)))
+            totals.append((1, 0))
             continue
-        if frames[-1][2] > limit:  # totals only grow towards the root
-            return int(frames[-1][2])
+        stack.pop()
+        totals.pop()
+        open_nodes.discard(id(node))
+        sizes[id(node)] = (nodes, chars)
+        if not stack:
+            return nodes, chars
+        parent_nodes, parent_chars = totals[-1]
+        totals[-1] = (parent_nodes + nodes, parent_chars + chars)
+        if parent_nodes + nodes > node_limit or parent_chars + chars > char_limit:
+            return parent_nodes + nodes, parent_chars + chars

@@ -9,6 +9,7 @@ count passes ``MAX_EXPANDED_NODES`` is refused before anything expands it.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 import yaml
@@ -20,6 +21,12 @@ from actors.core.rules.yaml_subset import _load_subset
 #: Most nodes a document may have once every alias is expanded.  A rules file with thousands
 #: of rules has tens of thousands; an alias bomb has billions and would freeze the service.
 MAX_EXPANDED_NODES = 100_000
+#: Most scalar characters once every alias is expanded: one long string referenced by many
+#: aliases is small as text but large to hash (the config hash serialises the data).
+MAX_EXPANDED_CHARS = 10_000_000
+#: Matches every anchor (``&`` then an anchor character); aliases need one, so a document
+#: without a match shares no nodes and is as large as its text.  False hits only cost a count.
+_MAYBE_ANCHOR_RE = re.compile(r"&[^\s,\[\]{}]")
 
 
 class _Invalid(Exception):
@@ -35,8 +42,8 @@ def _load_yaml(text: str, probs: _Problems) -> Any:
     ``yaml.load(text, Loader=SafeLoader)`` returns.  Repeated keys (which PyYAML silently
     resolves as last-wins) are reported as problems with their paths.
 
-    Only documents that leave the converter (which refuses any collection reached twice) can
-    share nodes through aliases, so only they are measured against ``MAX_EXPANDED_NODES``.
+    Only documents with an anchor can share nodes through aliases, so only they are measured
+    against ``MAX_EXPANDED_NODES`` and ``MAX_EXPANDED_CHARS``, before anything expands them.
     """
     with contextlib.suppress(_Slow):  # outside the plain subset: take the libyaml route below
         return _load_subset(text)
@@ -44,17 +51,14 @@ def _load_yaml(text: str, probs: _Problems) -> Any:
         node = yaml.compose(text, Loader=_ComposeLoader)
         if node is None:
             return None
+        if _MAYBE_ANCHOR_RE.search(text) is not None:
+            _refuse_if_too_large(node, probs)
         dups: list[yaml.MappingNode] = []
         try:
             data = _node_data(node, set(), dups)
         except Exception:
             # Not handled above (or a genuine construction error, which SafeConstructor raises
-            # again).  Check size and keys first: constructing merge keys (<<) rewrites mapping
-            # nodes, and can multiply their entries.
-            if _expanded_size(node, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
-                probs.add(DOCUMENT_PATH, f"document too large: more than {MAX_EXPANDED_NODES} YAML nodes once "
-                          "aliases are expanded (the MAX_EXPANDED_NODES limit)")
-                raise _Invalid from None
+            # again).  Check keys first: constructing merge keys (<<) rewrites mapping nodes.
             found = _Problems()
             _duplicate_keys(node, DOCUMENT_PATH, found, set())
             data = yaml.constructor.SafeConstructor().construct_document(node)
@@ -69,3 +73,16 @@ def _load_yaml(text: str, probs: _Problems) -> Any:
     if dups:
         _duplicate_keys(node, DOCUMENT_PATH, probs, set())
     return data
+
+
+def _refuse_if_too_large(node: yaml.Node, probs: _Problems) -> None:
+    """Record a problem and raise _Invalid when the alias-expanded document is over a limit."""
+    nodes, chars = _expanded_size(node, MAX_EXPANDED_NODES, MAX_EXPANDED_CHARS)
+    if nodes > MAX_EXPANDED_NODES:
+        probs.add(DOCUMENT_PATH, f"document too large: more than {MAX_EXPANDED_NODES} YAML nodes once "
+                  "aliases are expanded (the MAX_EXPANDED_NODES limit)")
+        raise _Invalid
+    if chars > MAX_EXPANDED_CHARS:
+        probs.add(DOCUMENT_PATH, f"document too large: more than {MAX_EXPANDED_CHARS} characters of scalars "
+                  "once aliases are expanded (the MAX_EXPANDED_CHARS limit)")
+        raise _Invalid

@@ -15,7 +15,7 @@ from actors.core.rules import (
 )
 from actors.core.rules.problems import _Problems
 from actors.core.rules.yaml_nodes import _expanded_size
-from actors.core.rules.yaml_reader import MAX_EXPANDED_NODES, _load_yaml
+from actors.core.rules.yaml_reader import MAX_EXPANDED_CHARS, MAX_EXPANDED_NODES, _load_yaml
 from actors.core.rules.yaml_subset import _load_subset
 from tests.core.rules.rule_docs import (
     CONF_PATH,
@@ -202,11 +202,28 @@ async def test_alias_graph_below_the_limit_reports_bounded_problems() -> None:
 
 
 def test_expanded_size_counts_every_alias_reference() -> None:
-    node = yaml.compose("a: &x [1, 2]\nb: *x\nc: *x\n")
-    assert _expanded_size(node, 1_000) == 1 + 3 + 3 * 3  # root, three keys, three copies of [1, 2]
-    assert _expanded_size(node, 5) > 5  # stops once past the limit
+    node = yaml.compose("a: &x [1, 22]\nb: *x\nc: *x\n")
+    # root, three keys, three copies of [1, 22]; characters: the keys and three copies of "1", "22"
+    assert _expanded_size(node, 1_000, 1_000) == (1 + 3 + 3 * 3, 3 + 3 * 3)
+    assert _expanded_size(node, 5, 1_000)[0] > 5  # stops once past a limit
+    assert _expanded_size(node, 1_000, 5)[1] > 5
     loop = yaml.compose("a: &r [1, *r]\n")
-    assert _expanded_size(loop, 1_000) == 1 + 1 + 3  # the recursive alias counts once
+    assert _expanded_size(loop, 1_000, 1_000) == (1 + 1 + 3, 2)  # the recursive alias counts once
+
+
+async def test_long_scalar_repeated_through_aliases_is_refused() -> None:
+    """Scalars are not collections, so only the character count catches this one."""
+    rules = "".join(f"    - {{model: m, description: *s, priority: {i}}}\n" for i in range(60))
+    text = f"long: &s {'x' * 200_000}\nmodel_router:\n  config: {{default_model: m}}\n  rules:\n{rules}"
+    err = await refused_within(text, 2.0)
+    assert f"more than {MAX_EXPANDED_CHARS} characters" in err.details[0]["message"]
+    assert paths_of(err) == ["<document>"]
+
+
+def test_ampersands_in_horizons_do_not_change_results() -> None:
+    """A horizon's '&' makes the anchor check run (a false hit), which must not alter anything."""
+    text = 'model_router:\n  config: {default_model: b}\n  rules:\n    - {match: {horizon_ms: ">=1&<5"}, model: m}\n'
+    assert parse_config(text).rules[0].horizon.text == ">=1&<5"
 
 
 def test_recursive_alias_is_reported_not_expanded() -> None:
