@@ -41,13 +41,13 @@ from actors import (
 from actors.config_watcher import ConfigWatcher
 from actors.control_bus import ControlBus
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
+from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
 from actors.lifecycle import ActorGroup
 from actors.mailbox import Envelope
 from actors.model_cache import ModelCache, cache_limits
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
 from actors.router import ConfigUpdate, RouterState
-from actors.rules import ConfigError, RouterConfig, parse_config
 from actors.serving.batcher import Batcher, BatchSettings
 from actors.serving.metrics import Metrics
 from actors.serving.predictor import Predictor

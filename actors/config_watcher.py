@@ -28,10 +28,7 @@ import watchfiles
 from actors import mailbox
 from actors.core.commands import ReloadConfig
 from actors.core.reload_history import ReloadEvent, ReloadHistory
-from actors.mailbox import Envelope, Mailbox, ask
-from actors.redis_bus import RedisMessage, RedisOutbox
-from actors.router import ConfigUpdate, RouterState
-from actors.rules import (
+from actors.core.rules import (
     ConfigError,
     ReloadSettings,
     RouterConfig,
@@ -39,6 +36,9 @@ from actors.rules import (
     compile_snapshot,
     parse_config,
 )
+from actors.mailbox import Envelope, Mailbox, ask
+from actors.redis_bus import RedisMessage, RedisOutbox
+from actors.router import ConfigUpdate, RouterState
 from actors.serving.metrics import Metrics
 from actors.storage.config_files import read_config_text, write_backup
 from actors.storage.model_repo import list_repository

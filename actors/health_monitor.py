@@ -37,10 +37,10 @@ from actors.core.health_stats import (
     two_proportion_test,
     welch_t_test,
 )
+from actors.core.rules import RouterConfig, SwitchingSettings
 from actors.core.switch_policy import Verdict
 from actors.core.versions import ModelKey
 from actors.mailbox import Envelope, ask
-from actors.rules import RouterConfig, SwitchingSettings
 from actors.serving.metrics import Metrics
 
 log = logging.getLogger("model_router.health")

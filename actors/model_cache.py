@@ -27,9 +27,9 @@ import trio
 from actors import mailbox
 from actors.core.cache_policy import Resident, plan_evictions
 from actors.core.errors import Conflict, RouterError, not_found, unavailable
+from actors.core.rules import RouterConfig
 from actors.core.versions import ModelKey, latest_version
 from actors.mailbox import Envelope, ask, tell
-from actors.rules import RouterConfig
 from actors.serving.metrics import Metrics
 from actors.storage.model_repo import list_repository, version_dir
 from actors.storage.tflite_backend import LoadedModel, ModelLoadError, load_model

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
-from actors.rules import RouterConfig, RoutingSnapshot, Selection, compile_snapshot
+from actors.core.rules import RouterConfig, RoutingSnapshot, Selection, compile_snapshot
 from actors.serving.metrics import Metrics
 
 log = logging.getLogger("model_router.router")

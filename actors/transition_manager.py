@@ -47,6 +47,7 @@ from actors.core.commands import (
     SwitchModel,
 )
 from actors.core.errors import Conflict, InvalidInput, RouterError, TooLarge, bad_request, not_found
+from actors.core.rules import ModelThreshold
 from actors.core.switch_policy import (
     Operation,
     TrafficPlan,
@@ -65,7 +66,6 @@ from actors.core.versions import MODEL_NAME_RULE, ModelKey, is_model_name, is_ve
 from actors.health_monitor import HealthMonitor
 from actors.mailbox import Envelope, Mailbox, ask, tell
 from actors.model_cache import ModelCache
-from actors.rules import ModelThreshold
 from actors.serving.metrics import Metrics
 from actors.storage import registry_store
 from actors.storage.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version

@@ -36,8 +36,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from rulesets import MODELS, config_text  # noqa: E402
 
-import actors.rules as rules_module  # noqa: E402
-from actors.rules import RoutingSnapshot, compile_snapshot, parse_config  # noqa: E402
+from actors.core.rules import RoutingSnapshot, compile_snapshot, parse_config  # noqa: E402
+from actors.core.rules.problems import _Problems  # noqa: E402
+from actors.core.rules.shadowing import _shadow_warnings  # noqa: E402
+from actors.core.rules.validate import _validate  # noqa: E402
+from actors.core.rules.yaml_reader import _load_yaml  # noqa: E402
 
 CONF_PATH = REPO_ROOT / "conf" / "model_router_rules.yml"
 ASSET_CLASSES = (
@@ -158,16 +161,13 @@ def time_compile(text: str, repeats: int) -> list[float]:
 
 def _phase_functions(text: str, known: frozenset[str]) -> dict[str, Callable[[], object]]:
     """One zero-argument callable per reload phase, each doing only that phase's work."""
-    problems = rules_module._Problems
-    data = rules_module._load_yaml(text, problems())
+    data = _load_yaml(text, _Problems())
     config = parse_config(text, known_models=known)
     phases: dict[str, Callable[[], object]] = {
-        "yaml": lambda: rules_module._load_yaml(text, problems()),
+        "yaml": lambda: _load_yaml(text, _Problems()),
+        "validate": lambda: _validate(data, _Problems(), known),
+        "shadow": lambda: _shadow_warnings(config.rules),
     }
-    validate = getattr(rules_module, "_validate", None)
-    if validate is not None:  # absent in older versions of actors.rules
-        phases["validate"] = lambda: validate(data, problems(), known)
-    phases["shadow"] = lambda: rules_module._shadow_warnings(config.rules)
     phases["compile"] = lambda: compile_snapshot(config)
     phases["reload"] = lambda: compile_snapshot(parse_config(text, known_models=known))
     return phases

@@ -21,10 +21,10 @@ import trio.testing
 from actors import config_watcher, redis_bus, router
 from actors.config_watcher import ConfigWatcher
 from actors.core.reload_history import ReloadEvent
+from actors.core.rules import RouterConfig, parse_config
 from actors.mailbox import Envelope
 from actors.redis_bus import RedisMessage, RedisOutbox, disabled_outbox
 from actors.router import ConfigUpdate, RouterState
-from actors.rules import RouterConfig, parse_config
 from actors.serving.metrics import Metrics
 from actors.storage.model_repo import list_repository
 from tests.conftest import RedisServer, Subscriber, render_config

@@ -9,8 +9,8 @@ import pytest
 import trio
 
 from actors import router
+from actors.core.rules import RouterConfig, compile_snapshot, parse_config
 from actors.router import ActiveRules, ConfigUpdate, RouterState
-from actors.rules import RouterConfig, compile_snapshot, parse_config
 from actors.serving.metrics import Metrics
 from tests.conftest import render_config
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from actors.rules import RouterConfig, RoutingSnapshot, Selection
+from actors.core.rules import RouterConfig, RoutingSnapshot, Selection
 
 OTHER_ASSET_CLASS = "*"
 _OTHER_PROBE = "\x00any-other-asset-class"

@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
-    from actors.rules import RouterConfig
+    from actors.core.rules import RouterConfig
 
 SELECT_BUCKETS_US = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000)
 RELOAD_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)

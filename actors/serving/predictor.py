@@ -28,12 +28,12 @@ import numpy as np
 from actors.core.errors import RouterError, TooLarge, Unavailable, bad_request
 from actors.core.features import check_finite_number, feature_row, feature_values
 from actors.core.recent_symbols import SymbolRoute
+from actors.core.rules import Selection
 from actors.core.switch_policy import TrafficPlan
 from actors.core.versions import latest_version
 from actors.health_monitor import HealthMonitor, Observation
 from actors.model_cache import ModelCache
 from actors.router import RouterState
-from actors.rules import Selection
 from actors.serving.batcher import Batcher
 from actors.serving.metrics import Metrics
 from actors.storage.tflite_backend import LoadedModel

@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from actors.rules import RouterConfig
+from actors.core.rules import RouterConfig
 
 MAX_CONFIG_BYTES = 1024 * 1024
 

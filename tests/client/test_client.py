@@ -74,7 +74,7 @@ def start_service(config: Path, port: int | None = None) -> ServiceProcess:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
     env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": ADMIN_KEY}
-    process = subprocess.Popen([sys.executable, "-m", "actors.cli", "serve", "--config", str(config),
+    process = subprocess.Popen([sys.executable, "-m", "actors.client.cli", "serve", "--config", str(config),
                                 "--host", "127.0.0.1", "--port", str(port)],
                                cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: queue.Queue[str] = queue.Queue()

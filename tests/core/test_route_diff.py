@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from actors.core.route_diff import OTHER_ASSET_CLASS, horizon_buckets, route_changes
-from actors.rules import compile_snapshot, parse_config
+from actors.core.rules import compile_snapshot, parse_config
 
 
 def snapshot(rules: str, default: str = "base") -> object:

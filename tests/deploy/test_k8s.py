@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from actors.build.demo_models import DEMO_SPECS
-from actors.rules import parse_config
+from actors.core.rules import parse_config
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30"

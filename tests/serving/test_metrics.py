@@ -7,7 +7,7 @@ import os
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.rules import parse_config
+from actors.core.rules import parse_config
 from actors.serving.metrics import Metrics
 
 CONFIG = """\

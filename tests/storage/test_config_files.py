@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.rules import parse_config
+from actors.core.rules import parse_config
 from actors.storage.config_files import (
     MAX_CONFIG_BYTES,
     backup_name,

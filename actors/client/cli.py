@@ -68,7 +68,7 @@ def _plain(value: Any) -> Any:
 
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     from actors.core.route_diff import route_changes
-    from actors.rules import compile_snapshot
+    from actors.core.rules import compile_snapshot
 
     report: dict[str, Any] = {"config": str(args.config)}
     config, problems, warnings = _load_config(Path(args.config), args.models)
@@ -112,7 +112,7 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
 
 def _load_config(path: Path, models: str | None) -> tuple[Any, list[str], list[str]]:
     """(config or None, errors, warnings): the service's own parsing, models checked when the repository exists."""
-    from actors.rules import ConfigError, parse_config
+    from actors.core.rules import ConfigError, parse_config
     from actors.storage.config_files import read_config_text
     from actors.storage.model_repo import list_repository
 
@@ -148,7 +148,7 @@ def _repository(path: Path, text: str, models: str | None) -> Path | None:
 
 def cmd_route(args: argparse.Namespace, out: Output) -> int:
     if args.config is not None:
-        from actors.rules import compile_snapshot
+        from actors.core.rules import compile_snapshot
 
         config, problems, _ = _load_config(Path(args.config), None)
         if config is None:

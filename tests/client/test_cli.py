@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from actors.build.demo_models import build_random_model
-from actors.cli import main
+from actors.client.cli import main
 from tests.conftest import ADMIN_KEY, FAST_FEATURES, Harness, fast_features, render_config, running_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +204,7 @@ async def test_tail_switches_process_runs_until_ctrl_c(config_path: Path, repo: 
     build_random_model(repo, "fast", "2", FAST_FEATURES, seed=21)
     async with running_app(config_path) as h:
         await h.predict(asset_class="crypto", horizon_ms=1000, symbol="P1", features=fast_features())
-        process = subprocess.Popen([sys.executable, "-m", "actors.cli", "--json", "tail-switches"], cwd=ROOT,
+        process = subprocess.Popen([sys.executable, "-m", "actors.client.cli", "--json", "tail-switches"], cwd=ROOT,
                                    env={**os.environ, "REMOTE_INFERENCE_URL": h.url}, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:

@@ -1,0 +1,119 @@
+"""Settings of other actors that live in the rules file, each next to its section parser.
+
+The reload actor (``reload``), the health monitor and switching machinery (``switching``) and the
+transition manager (``model_thresholds``) read these from the same YAML document as the routing
+rules, so they are validated in the same pass and reloaded atomically with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from actors.core.rules.fields import _check_keys, _mapping, _ModelRefs, _opt_bool, _opt_int, _opt_number
+from actors.core.rules.problems import _describe, _path_key, _Problems
+
+ALLOWED_SIGNALS = ("SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
+@attrs.frozen
+class ModelThreshold:
+    """Per-model health limits; None means 'not checked'."""
+
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+    min_samples: int = 100
+
+
+@attrs.frozen
+class ReloadSettings:
+    """How the reload actor watches and backs up the config."""
+
+    enabled: bool = True
+    signal: str = "SIGHUP"
+    validation: bool = True
+    backup_on_reload: bool = True
+    debounce_ms: int = 100
+    backup_count: int = 10
+
+
+@attrs.frozen
+class SwitchingSettings:
+    """Health limits the switching machinery applies (circuit breakers and alert thresholds)."""
+
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 30.0
+    alert_error_rate: float = 0.05
+    alert_latency_p95_ms: float = 5000.0
+    min_requests: int = 20
+
+
+_THRESHOLD_KEYS = tuple(f.name for f in attrs.fields(ModelThreshold))
+_RELOAD_KEYS = tuple(f.name for f in attrs.fields(ReloadSettings))
+_SWITCHING_KEYS = tuple(f.name for f in attrs.fields(SwitchingSettings))
+
+
+def _parse_threshold(value: Any, path: str, probs: _Problems) -> ModelThreshold:
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _THRESHOLD_KEYS, path, probs)
+    return ModelThreshold(
+        max_latency_ms=_opt_number(m, "max_latency_ms", path, probs, None, positive=True),
+        min_accuracy=_opt_number(m, "min_accuracy", path, probs, None, unit=True),
+        min_samples=_opt_int(m, "min_samples", path, probs, 100, lo=1),
+    )
+
+
+def _parse_thresholds(
+    value: Any, probs: _Problems, refs: _ModelRefs
+) -> tuple[tuple[str, ModelThreshold], ...]:
+    m = _mapping(value, "model_thresholds", probs) or {}
+    out: list[tuple[str, ModelThreshold]] = []
+    for name, item in m.items():
+        path = f"model_thresholds.{_path_key(name)}"
+        if not isinstance(name, str) or not name:
+            probs.add(path, f"model name must be a non-empty string, got {_describe(name)}")
+            continue
+        refs.add(path, name)
+        out.append((name, _parse_threshold(item, path, probs)))
+    return tuple(out)
+
+
+def _parse_reload(value: Any, probs: _Problems) -> ReloadSettings:
+    path = "reload"
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _RELOAD_KEYS, path, probs)
+    signal = m.get("signal", "SIGHUP")
+    if signal not in ALLOWED_SIGNALS:
+        probs.add("reload.signal", f"must be one of {', '.join(ALLOWED_SIGNALS)}, got {_describe(signal)}")
+        signal = "SIGHUP"
+    return ReloadSettings(
+        enabled=_opt_bool(m, "enabled", path, probs, True),
+        signal=signal,
+        validation=_opt_bool(m, "validation", path, probs, True),
+        backup_on_reload=_opt_bool(m, "backup_on_reload", path, probs, True),
+        debounce_ms=_opt_int(m, "debounce_ms", path, probs, 100, lo=0, hi=10000),
+        backup_count=_opt_int(m, "backup_count", path, probs, 10, lo=1, hi=1000),
+    )
+
+
+def _parse_switching(value: Any, probs: _Problems) -> SwitchingSettings:
+    path = "switching"
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _SWITCHING_KEYS, path, probs)
+    defaults = SwitchingSettings()
+
+    def number(key: str, default: float, lo: float, hi: float) -> float:
+        value = _opt_number(m, key, path, probs, default)
+        if value is None or not lo <= value <= hi:
+            probs.add(f"{path}.{key}", f"must be a number in [{lo:g}, {hi:g}], got {_describe(m.get(key))}")
+            return default
+        return float(value)
+
+    return SwitchingSettings(
+        breaker_failures=_opt_int(m, "breaker_failures", path, probs, defaults.breaker_failures, lo=1, hi=10_000),
+        breaker_open_seconds=number("breaker_open_seconds", defaults.breaker_open_seconds, 0.001, 86_400),
+        alert_error_rate=number("alert_error_rate", defaults.alert_error_rate, 0.0, 1.0),
+        alert_latency_p95_ms=number("alert_latency_p95_ms", defaults.alert_latency_p95_ms, 0.001, 3_600_000),
+        min_requests=_opt_int(m, "min_requests", path, probs, defaults.min_requests, lo=1, hi=1_000_000),
+    )

@@ -1,0 +1,49 @@
+"""Tests for actors.core.rules.settings: thresholds, reload and switching sections with their defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.core.rules import (
+    ConfigError,
+    ModelThreshold,
+    SwitchingSettings,
+    parse_config,
+)
+from tests.core.rules.rule_docs import (
+    make_yaml,
+    rule,
+)
+
+
+def test_defaults_and_thresholds() -> None:
+    config = parse_config(make_yaml([rule("m")], model_thresholds={"m": {"max_latency_ms": 3}, "n": None}))
+    assert config.settings.redis_url is None
+    assert config.settings.max_cached_models == 16
+    assert config.reload.debounce_ms == 100 and config.reload.backup_count == 10
+    assert config.reload.signal == "SIGHUP"
+    assert config.threshold_for("m") == ModelThreshold(max_latency_ms=3, min_accuracy=None, min_samples=100)
+    assert config.threshold_for("n") == ModelThreshold()
+    assert config.threshold_for("zzz") is None
+    assert config.rules[0].priority == 100 and config.rules[0].description == ""
+
+
+@pytest.mark.parametrize("signal", ["SIGHUP", "SIGUSR1", "SIGUSR2"])
+def test_allowed_signals(signal: str) -> None:
+    assert parse_config(make_yaml([], reload={"signal": signal})).reload.signal == signal
+
+
+def test_switching_section_defaults_values_and_errors() -> None:
+    """``switching:`` is optional, typed and bounded; every bad field is named."""
+    base = "model_router:\n  config: {default_model: a}\n"
+    assert parse_config(base).switching == SwitchingSettings()
+    custom = parse_config(base + "  switching: {breaker_failures: 2, breaker_open_seconds: 0.5, "
+                                 "alert_error_rate: 0.2, alert_latency_p95_ms: 50, min_requests: 3}\n")
+    assert custom.switching == SwitchingSettings(2, 0.5, 0.2, 50.0, 3)
+    assert custom.to_dict()["switching"]["breaker_failures"] == 2
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base + "  switching: {breaker_failures: 0, alert_error_rate: 2, alert_latency_p95_ms: -1, "
+                            "min_requests: 1.5, extra: 1}\n")
+    paths = {d["path"] for d in caught.value.details}
+    assert paths == {"switching.breaker_failures", "switching.alert_error_rate", "switching.alert_latency_p95_ms",
+                     "switching.min_requests", "switching.extra"}
