@@ -1,0 +1,1 @@
+"""HTTP and WebSocket handlers: the only package that knows HTTP status codes."""
