@@ -133,6 +133,7 @@ _STATUS_LINES: dict[int, bytes] = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii") for status in HTTPStatus
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BODYLESS = frozenset({100, 101, 102, 103, 204, 304})
 _KEEP_ALIVE_END = b"\r\n"
 _HTTP10_KEEP_ALIVE_END = b"connection: keep-alive\r\n\r\n"
 _CLOSE_END = b"connection: close\r\n\r\n"
@@ -162,6 +163,8 @@ def _status_line(status: int) -> bytes:
 def encode_response(response: Response, *, head_only: bool = False, close: bool = False, http10: bool = False) -> bytes:
     """The wire bytes of one answer; ``close`` adds ``connection: close``."""
     body = response.body
+    if response.status in _BODYLESS:
+        return _encode_bodyless(response, close)
     parts = [
         _status_line(response.status),
         b"content-type: ",
@@ -174,6 +177,15 @@ def encode_response(response: Response, *, head_only: bool = False, close: bool 
     parts.append(_CLOSE_END if close else _HTTP10_KEEP_ALIVE_END if http10 else _KEEP_ALIVE_END)
     if not head_only:
         parts.append(body)
+    return b"".join(parts)
+
+
+def _encode_bodyless(response: Response, close: bool) -> bytes:
+    """1xx, 204 and 304 carry neither a body nor Content-Length (RFC 9110 8.6, 15.3.5)."""
+    parts = [_status_line(response.status), _date_header()]
+    for name, value in response.headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(_CLOSE_END if close else _KEEP_ALIVE_END)
     return b"".join(parts)
 
 
@@ -222,6 +234,7 @@ class _Connection:
         self.parser = httptools.HttpRequestParser(self)
         self.client = _peer(stream)
         self.timer = trio.CancelScope()
+        self.deadline = math.inf
         self.ready: list[Request] = []
         self.fatal: Response | None = None
         self.linger = False
@@ -367,15 +380,14 @@ class _Connection:
         limits = self.limits
         stream = self.stream
         receive_size = limits.receive_size
-        timer = self.timer
         while True:
             if self.in_message:
-                timer.deadline = self.body_deadline if self.head_done else self.head_deadline
+                self.deadline = self.body_deadline if self.head_done else self.head_deadline
             else:
                 if self.server.draining:
                     return
                 self.idle = True
-                timer.deadline = trio.current_time() + (
+                self.deadline = trio.current_time() + (
                     limits.keep_alive_timeout_s if self.served else limits.header_timeout_s)
             try:
                 data = await stream.receive_some(receive_size)
@@ -392,7 +404,7 @@ class _Connection:
 
     async def answer(self) -> bool:
         """Answer every fully read request in order, then a fatal error or ``100 Continue``; False = close."""
-        self.timer.deadline = math.inf
+        self.deadline = math.inf
         server = self.server
         ready = self.ready
         out: list[bytes] = []
@@ -422,12 +434,13 @@ class _Connection:
         return not close
 
     async def _send(self, out: list[bytes]) -> None:
-        self.timer.deadline = trio.current_time() + self.limits.send_timeout_s
+        self.deadline = trio.current_time() + self.limits.send_timeout_s
         self.sending = True
         try:
             await self.stream.send_all(out[0] if len(out) == 1 else b"".join(out))
         finally:
             self.sending = False
+            self.deadline = math.inf
 
     async def timed_out(self) -> None:
         """The head or body did not arrive in time: 408 (best effort), then close."""
@@ -494,6 +507,9 @@ class _Server:
         self.limits = limits
         self.draining = False
         self.active: set[_Connection] = set()
+        shortest = min(limits.header_timeout_s, limits.body_timeout_s, limits.keep_alive_timeout_s,
+                       limits.send_timeout_s)
+        self.tick = min(1.0, shortest / 4)
         self.upgrade_refused = error_response(400, "upgrade_not_supported", upgrade_hint, {})
         self.too_large_body = error_response(
             413, "payload_too_large", f"request body larger than {limits.max_body_bytes} bytes",
@@ -543,6 +559,8 @@ class _Server:
                     await connection.timed_out()
                 if connection.linger:
                     await _linger_close(stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.debug("data plane: connection from %s went away", connection.client)
             except Exception:
                 log.exception("data plane: connection from %s failed", connection.client)
             finally:
@@ -550,6 +568,21 @@ class _Server:
                 await trio.aclose_forcefully(stream)
         finally:
             slots.release()
+
+    async def reap(self) -> None:
+        """Cancel every connection past its deadline, checked each ``tick``.
+
+        Connections keep their deadline in a plain float instead of a Trio cancel-scope
+        deadline: moving a scope deadline three times per request (idle wait, handler, send)
+        cost more than the rest of the connection loop. A timeout therefore fires between its
+        configured value and one tick later, never earlier.
+        """
+        while True:
+            await trio.sleep(self.tick)
+            now = trio.current_time()
+            for connection in self.active:
+                if connection.deadline <= now:
+                    connection.timer.cancel()
 
     def begin_drain(self) -> None:
         """Idle connections close now; the others close after answering what they have read."""
@@ -598,19 +631,22 @@ async def serve(
     server = _Server(routes, resolve, limits, upgrade_hint)
     slots = trio.Semaphore(limits.max_connections)
     try:
-        with trio.CancelScope() as drain:
-            async with trio.open_nursery() as connections:
-                async with trio.open_nursery() as acceptors:
+        async with trio.open_nursery() as timers:
+            timers.start_soon(server.reap)
+            with trio.CancelScope() as drain:
+                async with trio.open_nursery() as connections:
+                    async with trio.open_nursery() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(_accept_loop, listener, server, slots, connections)
+                        task_status.started()
+                        await shutdown.wait()
+                        acceptors.cancel_scope.cancel()
                     for listener in listeners:
-                        acceptors.start_soon(_accept_loop, listener, server, slots, connections)
-                    task_status.started()
-                    await shutdown.wait()
-                    acceptors.cancel_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                drain.deadline = trio.current_time() + limits.drain_deadline_s
-                log.info("data plane: draining %d connections", len(server.active))
-                server.begin_drain()
+                        await listener.aclose()
+                    drain.deadline = trio.current_time() + limits.drain_deadline_s
+                    log.info("data plane: draining %d connections", len(server.active))
+                    server.begin_drain()
+            timers.cancel_scope.cancel()
         if drain.cancelled_caught:
             log.warning("data plane: drain deadline (%.1f s) reached; remaining connections cut",
                         limits.drain_deadline_s)

@@ -50,6 +50,9 @@ class Handlers:
     async def refuse(self, request: Request) -> Response:
         raise ApiError(422, "invalid_features", "feature x missing", {"missing": ["x"]})
 
+    async def empty(self, request: Request) -> Response:
+        return Response(204, b"", headers=((b"x-empty", b"yes"),))
+
     async def slow(self, request: Request) -> Response:
         self.started.set()
         await self.gate.wait()
@@ -57,7 +60,8 @@ class Handlers:
 
     def routes(self) -> dict[str, dict[str, Handler]]:
         return {"/hello": {"GET": self.hello}, "/echo": {"POST": self.echo, "PUT": self.echo},
-                "/boom": {"GET": self.boom}, "/refuse": {"GET": self.refuse}, "/slow": {"GET": self.slow}}
+                "/boom": {"GET": self.boom}, "/refuse": {"GET": self.refuse}, "/slow": {"GET": self.slow},
+                "/empty": {"DELETE": self.empty}}
 
     def resolve(self, path: str) -> Mapping[str, Handler] | None:
         parts = path.split("/")
@@ -427,6 +431,22 @@ async def test_malformed_request_gets_400_and_close() -> None:
         assert await raw.closed()
 
 
+async def test_content_length_with_chunked_is_refused_as_smuggling() -> None:
+    async with running() as server, connect(server) as raw:
+        await raw.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        assert_error(await raw.answer(), 400, "bad_request")
+        assert await raw.closed()
+
+
+async def test_requests_before_a_malformed_one_are_answered_first() -> None:
+    async with running() as server, connect(server) as raw:
+        await raw.send(post("/echo", b"good") + b"NOT HTTP AT ALL\r\n\r\n")
+        assert (await raw.answer()).json()["body"] == "good"
+        assert_error(await raw.answer(), 400, "bad_request")
+        assert await raw.closed()
+
+
 async def test_http11_without_host_gets_400() -> None:
     async with running() as server, connect(server) as raw:
         await raw.send(b"GET /hello HTTP/1.1\r\n\r\n")
@@ -462,6 +482,16 @@ async def test_head_is_answered_by_get_without_a_body() -> None:
         assert head.headers["content-length"] == str(len(b'{"hello":"world"}'))
         following = await raw.answer()
         assert following.body == b'{"hello":"world"}', "no body bytes were sent for HEAD"
+
+
+async def test_204_has_neither_body_nor_content_length() -> None:
+    async with running() as server, connect(server) as raw:
+        await raw.send(b"DELETE /empty HTTP/1.1\r\nHost: test\r\n\r\n" + get("/hello"))
+        empty = await raw.answer(head_only=True)
+        assert empty.status == 204
+        assert "content-length" not in empty.headers and "content-type" not in empty.headers
+        assert empty.headers["x-empty"] == "yes"
+        assert (await raw.answer()).body == b'{"hello":"world"}'
 
 
 async def test_upgrade_request_is_refused_with_the_hint_and_closed() -> None:
