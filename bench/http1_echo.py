@@ -6,7 +6,9 @@ server runs ``actors/data_plane.py`` in a child process pinned to CPU 0 (``tasks
 ``wrk`` runs pinned to CPU 1 with a generated Lua script that POSTs a fixed body (optionally
 ``--pipeline N`` requests per write). Server CPU is ``resource.getrusage(RUSAGE_SELF)`` read
 inside the server (``GET /rusage``) before and after each run, so µs CPU per request is
-exact, not sampled. Figures are indicative on a shared machine.
+exact, not sampled. Figures are indicative on a shared machine. ``--servers engine,bare`` also measures
+a bare Trio + httptools keep-alive loop (no limits, timeouts or routing) side by side: the
+floor any Trio server pays, so the engine's own overhead is the difference.
 
     .venv/bin/python bench/http1_echo.py [--duration 10] [--concurrency 1,16,64] [--pipeline 1]
 
@@ -91,6 +93,66 @@ def serve_forever() -> None:
     trio.run(main)
 
 
+def serve_bare() -> None:
+    """The floor: a bare Trio keep-alive loop feeding httptools and sending a fixed answer.
+
+    No limits, no timeouts, no routing, no error handling: what any Trio + httptools server
+    must spend. The engine's overhead is its figure minus this one, measured side by side.
+    """
+    import httptools
+    import trio
+
+    async def predict(request: object) -> bytes:
+        return ANSWER
+
+    answer_head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(ANSWER)
+
+    class Protocol:
+        def __init__(self) -> None:
+            self.done = 0
+            self.url = b""
+
+        def on_url(self, url: bytes) -> None:
+            self.url = url
+
+        def on_message_complete(self) -> None:
+            self.done += 1
+
+    async def connection(stream: trio.SocketStream) -> None:
+        protocol = Protocol()
+        parser = httptools.HttpRequestParser(protocol)
+        try:
+            while data := await stream.receive_some(65536):
+                parser.feed_data(data)
+                if protocol.done:
+                    out = []
+                    for _ in range(protocol.done):
+                        if protocol.url == b"/rusage":
+                            usage = resource.getrusage(resource.RUSAGE_SELF)
+                            body = json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime,
+                                               "user_s": usage.ru_utime}).encode()
+                            out.append(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                       b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                        else:
+                            out.append(answer_head + await predict(protocol))
+                    protocol.done = 0
+                    await stream.send_all(b"".join(out))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, httptools.HttpParserError):
+            pass
+
+    async def main() -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        print(listeners[0].socket.getsockname()[1], flush=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, connection, listeners)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+
+
 # ------------------------------------------------------------------ driver ----
 
 
@@ -155,6 +217,9 @@ def measure(port: int, script: Path, concurrency: int, pipeline: int, duration: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--serve", action="store_true", help="run only the server (prints its port)")
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--servers", default="engine,bare",
+                        help="engine (actors/data_plane.py) and/or bare (a minimal Trio+httptools loop, the floor)")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", default="1,16,64")
@@ -163,9 +228,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve_forever()
         return 0
+    if args.serve_bare:
+        serve_bare()
+        return 0
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve"]
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    if not servers or set(servers) - {"engine", "bare"}:
+        raise SystemExit("--servers takes engine and/or bare")
+    results: list[tuple[str, Result]] = []
+    codes: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        script = Path(workdir) / "predict.lua"
+        script.write_text(LUA % {"body": json.dumps(BODY, separators=(",", ":")), "depth": args.pipeline})
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            for name in servers:  # alternate servers inside each level: drift on a shared machine hits both
+                result, codes[name] = run_server(name, script, concurrency, args)
+                results.append((name, result))
+    print(f"data-plane engine, fixed JSON answer ({len(ANSWER)} B), server on CPU {SERVER_CPU}, wrk on CPU "
+          f"{LOAD_CPU}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs (shared: "
+          "indicative)")
+    print(f"{'server':>6} {'conns':>5} {'pipe':>4} {'req/s':>10} {'p50 µs':>8} {'p99 µs':>8} {'CPU %':>6} "
+          f"{'µs CPU/req':>10} {'errors':>6}")
+    for name, r in results:
+        print(f"{name:>6} {r.concurrency:>5} {r.pipeline:>4} {r.rps:>10.0f} {r.p50_us:>8} {r.p99_us:>8} "
+              f"{r.cpu_share:>6.0f} {r.cpu_us_per_request:>10.1f} {r.bad:>6}")
+    print("server exit codes after SIGTERM: " + ", ".join(f"{name} {code}" for name, code in codes.items()))
+    print("reproduce: " + shlex.join([".venv/bin/python", "bench/http1_echo.py", f"--duration={args.duration:g}",
+                                      f"--concurrency={args.concurrency}", f"--pipeline={args.pipeline}",
+                                      f"--servers={args.servers}"]))
+    return 0 if not any(codes.values()) and not any(r.bad for _, r in results) else 1
+
+
+def run_server(name: str, script: Path, concurrency: int, args: argparse.Namespace) -> tuple[Result, int]:
+    """Start one server afresh (pinned), check it, warm it, measure one level, stop it with SIGTERM."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve" if name == "engine" else "--serve-bare"]
     if shutil.which("taskset"):
         command = ["taskset", "-c", SERVER_CPU, *command]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
@@ -173,28 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         check(port)
-        with tempfile.TemporaryDirectory() as workdir:
-            script = Path(workdir) / "predict.lua"
-            script.write_text(LUA % {"body": json.dumps(BODY, separators=(",", ":")), "depth": args.pipeline})
-            if args.warmup > 0:
-                wrk(port, script, 16, args.warmup)
-            results = [measure(port, script, int(c), args.pipeline, args.duration)
-                       for c in args.concurrency.split(",")]
+        if args.warmup > 0:
+            wrk(port, script, concurrency, args.warmup)
+        result = measure(port, script, concurrency, args.pipeline, args.duration)
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)
-    print(f"data-plane engine, fixed JSON answer ({len(ANSWER)} B), server on CPU {SERVER_CPU}, wrk on CPU "
-          f"{LOAD_CPU}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs (shared: "
-          "indicative)")
-    print(f"{'conns':>5} {'pipe':>4} {'req/s':>10} {'p50 µs':>8} {'p99 µs':>8} {'CPU %':>6} {'µs CPU/req':>10} "
-          f"{'errors':>6}")
-    for r in results:
-        print(f"{r.concurrency:>5} {r.pipeline:>4} {r.rps:>10.0f} {r.p50_us:>8} {r.p99_us:>8} {r.cpu_share:>6.0f} "
-              f"{r.cpu_us_per_request:>10.1f} {r.bad:>6}")
-    print(f"server exit code after SIGTERM: {code}")
-    print("reproduce: " + shlex.join([".venv/bin/python", "bench/http1_echo.py", f"--duration={args.duration:g}",
-                                      f"--concurrency={args.concurrency}", f"--pipeline={args.pipeline}"]))
-    return 0 if code == 0 and not any(r.bad for r in results) else 1
+    return result, code
 
 
 if __name__ == "__main__":

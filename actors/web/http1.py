@@ -162,6 +162,10 @@ def _status_line(status: int) -> bytes:
 
 def encode_response(response: Response, *, head_only: bool = False, close: bool = False, http10: bool = False) -> bytes:
     """The wire bytes of one answer; ``close`` adds ``connection: close``."""
+    return _encode(response, head_only, close, http10)
+
+
+def _encode(response: Response, head_only: bool, close: bool, http10: bool) -> bytes:
     body = response.body
     if response.status in _BODYLESS:
         return _encode_bodyless(response, close)
@@ -263,7 +267,8 @@ class _Connection:
 
     # httptools callbacks ---------------------------------------------------
 
-    def on_message_begin(self) -> None:
+    def _begin_message(self) -> None:
+        """Called from the first ``on_url`` of a message (one callback fewer than ``on_message_begin``)."""
         self.in_message = True
         self.head_done = False
         self.head_deadline = math.inf
@@ -271,6 +276,8 @@ class _Connection:
         self._reset_message()
 
     def on_url(self, url: bytes) -> None:
+        if not self.in_message:
+            self._begin_message()
         self.url += url
         self.head_size += len(url)
         if len(self.url) > self.limits.max_request_line:
@@ -387,7 +394,8 @@ class _Connection:
                 if self.server.draining:
                     return
                 self.idle = True
-                self.deadline = trio.current_time() + (
+                # The reaper's clock lags by up to one tick: the pad keeps the timeout from firing early.
+                self.deadline = self.server.now + self.server.tick + (
                     limits.keep_alive_timeout_s if self.served else limits.header_timeout_s)
             try:
                 data = await stream.receive_some(receive_size)
@@ -414,8 +422,7 @@ class _Connection:
             response = await server.dispatch(request)
             self.served += 1
             close = not request.keep_alive or (index == last and self.fatal is None and server.draining)
-            out.append(encode_response(response, head_only=request.method == "HEAD", close=close,
-                                       http10=request.http_version == "1.0"))
+            out.append(_encode(response, request.method == "HEAD", close, request.http_version == "1.0"))
             if close:
                 break
             if len(out) >= self.limits.max_pipelined:
@@ -434,7 +441,7 @@ class _Connection:
         return not close
 
     async def _send(self, out: list[bytes]) -> None:
-        self.deadline = trio.current_time() + self.limits.send_timeout_s
+        self.deadline = self.server.now + self.server.tick + self.limits.send_timeout_s
         self.sending = True
         try:
             await self.stream.send_all(out[0] if len(out) == 1 else b"".join(out))
@@ -510,6 +517,7 @@ class _Server:
         shortest = min(limits.header_timeout_s, limits.body_timeout_s, limits.keep_alive_timeout_s,
                        limits.send_timeout_s)
         self.tick = min(1.0, shortest / 4)
+        self.now = trio.current_time()
         self.upgrade_refused = error_response(400, "upgrade_not_supported", upgrade_hint, {})
         self.too_large_body = error_response(
             413, "payload_too_large", f"request body larger than {limits.max_body_bytes} bytes",
@@ -575,11 +583,13 @@ class _Server:
         Connections keep their deadline in a plain float instead of a Trio cancel-scope
         deadline: moving a scope deadline three times per request (idle wait, handler, send)
         cost more than the rest of the connection loop. A timeout therefore fires between its
-        configured value and one tick later, never earlier.
+        configured value and two ticks later, never earlier. ``now`` is the clock as of the last
+        tick, cheap to read on every request.
+
         """
         while True:
             await trio.sleep(self.tick)
-            now = trio.current_time()
+            self.now = now = trio.current_time()
             for connection in self.active:
                 if connection.deadline <= now:
                     connection.timer.cancel()
