@@ -133,7 +133,9 @@ _STATUS_LINES: dict[int, bytes] = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii") for status in HTTPStatus
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PLAIN = b"%scontent-type: %s\r\ncontent-length: %d\r\n%s\r\n%s"
 _BODYLESS = frozenset({100, 101, 102, 103, 204, 304})
+_METHODS = {method.encode("ascii"): method for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _KEEP_ALIVE_END = b"\r\n"
 _HTTP10_KEEP_ALIVE_END = b"connection: keep-alive\r\n\r\n"
 _CLOSE_END = b"connection: close\r\n\r\n"
@@ -169,6 +171,9 @@ def _encode(response: Response, head_only: bool, close: bool, http10: bool) -> b
     body = response.body
     if response.status in _BODYLESS:
         return _encode_bodyless(response, close)
+    if not response.headers and not head_only and not close and not http10:
+        # The hot path (keep-alive JSON answer without extra headers): one formatting operation.
+        return _PLAIN % (_status_line(response.status), response.content_type, len(body), _date_header(), body)
     parts = [
         _status_line(response.status),
         b"content-type: ",
@@ -264,6 +269,7 @@ class _Connection:
         self.body_size = 0
         self.expect_continue = False
         self.continue_sent = False
+        self.version = "1.1"
 
     # httptools callbacks ---------------------------------------------------
 
@@ -307,7 +313,8 @@ class _Connection:
             raise _Reject(self.server.upgrade_refused)
         if self.content_length is not None and self.content_length > self.limits.max_body_bytes:
             raise _Reject(self.server.too_large_body)
-        http11 = parser.get_http_version() == "1.1"
+        self.version = version = parser.get_http_version()
+        http11 = version == "1.1"
         if http11 and not self.has_host:
             raise _Reject(error_response(400, "bad_request", "HTTP/1.1 request without a Host header"))
         if self.expect is not None:
@@ -336,9 +343,10 @@ class _Connection:
         else:
             path, query = url[:mark].decode("latin-1"), url[mark + 1:].decode("latin-1")
         parser = self.parser
+        method = parser.get_method()
         self.ready.append(Request(
-            parser.get_method().decode("ascii"), path, query, tuple(self.headers), body,
-            parser.should_keep_alive(), self.client, parser.get_http_version(),
+            _METHODS.get(method) or method.decode("ascii"), path, query, tuple(self.headers), body,
+            parser.should_keep_alive(), self.client, self.version,
         ))
 
     # feeding -----------------------------------------------------------------
