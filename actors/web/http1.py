@@ -33,6 +33,10 @@ Protocol behaviour (each case is covered by a raw-socket test in tests/web/test_
   once, requests already read are answered (the last answer says ``connection: close``),
   and whatever still runs at ``drain_deadline_s`` is cancelled; then :func:`serve` returns.
 
+Timeouts are a float deadline per connection that one reaper task checks every tick
+(min(1 s, shortest timeout / 4)); moving a Trio cancel-scope deadline on every request cost
+more than the rest of the loop. A timeout fires at most two ticks late, never early.
+
 httptools does not bound the head: it buffers an unterminated header line for ever. The
 connection therefore counts head bytes itself, both from the parser callbacks and from
 whole receives that end inside a head, and answers 431 past ``max_header_bytes``.
