@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 
 import attrs
 import orjson
@@ -135,6 +136,8 @@ async def running(limits: Limits | None = None) -> AsyncIterator[Server]:
         await nursery.start(serve_then_mark)
         yield Server(port, shutdown, handlers, stopped, listeners[0].sends)
         shutdown.set()
+        with trio.fail_after(BOUND):
+            await stopped.wait()
 
 
 # ------------------------------------------------------------------ client ----
@@ -661,6 +664,27 @@ async def test_drain_deadline_cuts_a_handler_that_never_finishes() -> None:
         with trio.fail_after(BOUND):
             await server.stopped.wait()
         assert await raw.closed()
+
+
+async def test_serve_answers_on_every_listener() -> None:
+    handlers = Handlers()
+    shutdown = trio.Event()
+    listeners = [*await trio.open_tcp_listeners(0, host="127.0.0.1"),
+                 *await trio.open_tcp_listeners(0, host="127.0.0.1")]
+    ports = [listener.socket.getsockname()[1] for listener in listeners]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, listeners, handlers.routes(), Limits(), upgrade_hint=HINT,
+                                    shutdown=shutdown))
+        for port in ports:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                raw = Raw(stream)
+                await raw.send(get("/hello"))
+                assert (await raw.answer()).status == 200
+        shutdown.set()
+    for port in ports:
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", port)
 
 
 async def test_limits_refuse_nonsense() -> None:
