@@ -243,6 +243,7 @@ class _Connection:
     def __init__(self, server: _Server, stream: trio.SocketStream) -> None:
         self.server = server
         self.limits = server.limits
+        self.max_head = server.limits.max_header_bytes
         self.stream = stream
         self.parser = httptools.HttpRequestParser(self)
         self.client = _peer(stream)
@@ -294,8 +295,8 @@ class _Connection:
             raise _Reject(self.server.too_large_line)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > self.limits.max_header_bytes:
+        size = self.head_size = self.head_size + len(name) + len(value) + 4
+        if size > self.max_head:
             raise _Reject(self.server.too_large_head)
         name = name.lower()
         self.headers.append((name, value))
@@ -339,7 +340,7 @@ class _Connection:
         parts = self.body_parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         url = self.url
-        if url[:1] != b"/":
+        if not url.startswith(b"/"):
             url = _origin_form(url)
         mark = url.find(b"?")
         if mark < 0:
@@ -550,7 +551,7 @@ class _Server:
         return route
 
     async def dispatch(self, request: Request) -> Response:
-        route = self.route(request.path)
+        route = self.routes.get(request.path) or self.route(request.path)
         if route is None:
             return error_response(404, "not_found", f"no route for {request.path}", {"path": request.path})
         handler = route.handlers.get(request.method)
