@@ -100,7 +100,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 Routes = Mapping[str, Mapping[str, Handler]]
 """Exact path -> method -> handler."""
 Resolver = Callable[[str], "Mapping[str, Handler] | None"]
-"""Fallback for paths not in the table (e.g. ``/v2/models/{name}/infer``): the path's method table, or None."""
+"""Fallback for paths not in the table (e.g. ``/v2/models/{name}/infer``): the path's method table, or None.
+
+Return the same mapping object for every path of one pattern: its compiled form (``Allow``
+value, HEAD alias) is then built once and reused. Handlers read parameters from
+``Request.path``.
+"""
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -144,6 +149,7 @@ _KEEP_ALIVE_END = b"\r\n"
 _HTTP10_KEEP_ALIVE_END = b"connection: keep-alive\r\n\r\n"
 _CLOSE_END = b"connection: close\r\n\r\n"
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_RESOLVED_CACHE = 256
 _LINGER_S = 1.0
 _LINGER_BYTES = 1024 * 1024
 
@@ -524,6 +530,7 @@ class _Server:
     def __init__(self, routes: Routes, resolve: Resolver | None, limits: Limits, upgrade_hint: str) -> None:
         self.routes = {path: _compile_route(methods) for path, methods in routes.items()}
         self.resolve = resolve
+        self.resolved: dict[int, tuple[Mapping[str, Handler], _Route]] = {}
         self.limits = limits
         self.draining = False
         self.active: set[_Connection] = set()
@@ -543,11 +550,18 @@ class _Server:
             {"limit_bytes": limits.max_request_line})
 
     def route(self, path: str) -> _Route | None:
+        """The exact route, else the resolver's; a resolved method table is compiled once per object."""
         route = self.routes.get(path)
         if route is None and self.resolve is not None:
             methods = self.resolve(path)
             if methods is not None:
+                cached = self.resolved.get(id(methods))
+                if cached is not None and cached[0] is methods:
+                    return cached[1]
                 route = _compile_route(methods)
+                if len(self.resolved) >= _RESOLVED_CACHE:
+                    self.resolved.clear()
+                self.resolved[id(methods)] = (methods, route)
         return route
 
     async def dispatch(self, request: Request) -> Response:

@@ -64,12 +64,13 @@ class Handlers:
                 "/boom": {"GET": self.boom}, "/refuse": {"GET": self.refuse}, "/slow": {"GET": self.slow},
                 "/empty": {"DELETE": self.empty}}
 
+    async def infer(self, request: Request) -> Response:
+        return Response(200, orjson.dumps({"model": request.path.split("/")[3]}))
+
     def resolve(self, path: str) -> Mapping[str, Handler] | None:
         parts = path.split("/")
         if len(parts) == 5 and parts[:3] == ["", "v2", "models"] and parts[4] == "infer":
-            async def infer(request: Request) -> Response:
-                return Response(200, orjson.dumps({"model": parts[3]}))
-            return {"POST": infer}
+            return {"POST": self.infer}
         return None
 
 
@@ -528,6 +529,10 @@ async def test_resolver_serves_patterned_paths() -> None:
     async with running() as server, connect(server) as raw:
         await raw.send(post("/v2/models/tlob_tiny/infer", b"{}"))
         assert (await raw.answer()).json() == {"model": "tlob_tiny"}
+        await raw.send(post("/v2/models/other/infer", b"{}"))
+        assert (await raw.answer()).json() == {"model": "other"}
+        await raw.send(get("/v2/models/other/infer"))
+        assert (await raw.answer()).headers["allow"] == "POST"
         await raw.send(post("/v2/models/infer", b"{}"))
         assert_error(await raw.answer(), 404, "not_found")
 
