@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+DATA_PORT ?= 8001
 # The shared tools checkout (CI clones it beside this repo).
 SHARED ?= ../shared
 
@@ -22,12 +23,13 @@ $(STAMP): pyproject.toml
 models: $(STAMP)
 	$(BIN)/python -m actors.build.demo_models --out models
 
-# Serves conf/model_router_rules.yml with the demo models; no Redis needed.
+# Serves conf/model_router_rules.yml with the demo models; no Redis needed. Port 8000 serves the
+# whole API; 8001 is the data plane (inference only: /predict, /predict/batch, /health).
 # The admin key lives in .admin_key (mode 600, git-ignored); send it as X-Admin-Key.
 run: models
 	@test -s .admin_key || (umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > .admin_key)
 	@echo "admin key: see ./.admin_key (send as X-Admin-Key)"
-	MODEL_ROUTER_ADMIN_KEY_FILE=.admin_key $(BIN)/python app.py --config conf/model_router_rules.yml --host $(HOST) --port $(PORT)
+	MODEL_ROUTER_ADMIN_KEY_FILE=.admin_key $(BIN)/python app.py --config conf/model_router_rules.yml --host $(HOST) --port $(PORT) --data-port $(DATA_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,11 +16,7 @@ import argparse
 import gc
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +39,7 @@ from actors.control_bus import ControlBus
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
-from actors.lifecycle import ActorGroup
+from actors.lifecycle import ActorGroup, stop_on_signals, supervise_workers
 from actors.mailbox import Envelope
 from actors.model_cache import ModelCache, cache_limits
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
@@ -55,6 +51,7 @@ from actors.storage.config_files import read_config_text, resolve_repository
 from actors.storage.model_repo import list_repository
 from actors.switch_feed import SwitchFeed, Trigger
 from actors.transition_manager import InFlight, Transitions
+from actors.web.data_port import DEFAULT_DATA_PORT, serve_data_port
 from actors.web.errors import item_body
 from actors.web.server import hypercorn_config, serve_main_port
 from actors.web.service import SERVICE_VERSION, Service, WebSettings
@@ -83,14 +80,17 @@ class Options:
     batch_max_size: int = 32
     batch_delay_us: float = 500.0
     batch_min_call_us: float = 20.0
+    # None: the config's data_plane.port, else DEFAULT_DATA_PORT; 0: no data plane.
+    data_port: int | None = 0
 
 
 @attrs.frozen
 class Running:
-    """What ``serve`` reports once it listens: the base URL and the service."""
+    """What ``serve`` reports once it listens: the base URLs (data plane: None when off) and the service."""
 
     url: str
     service: Service
+    data_url: str | None = None
 
 
 def load_initial_config(options: Options) -> tuple[RouterConfig, str, Path]:
@@ -204,34 +204,45 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         if control.enabled and redis_url:
             await actors.start("control_bus", partial(control_bus.run, control, redis_url))
         if options.handle_signals:
-            nursery.start_soon(_stop_on_signals, service.stop)
+            nursery.start_soon(stop_on_signals, service.stop)
         http_done = trio.Event()
         http_config = hypercorn_config(options.host, options.port, shared_port=options.workers > 1,
                                        access_log=options.access_log)
         binds = await nursery.start(serve_main_port, service, http_config, http_done)
         url = binds[0]
-        log.info("model-router %s serving %s on %s (rules %s, %d rules, repository %s)",
-                 SERVICE_VERSION, options.config, url, config.config_hash, len(config.rules), repository)
+        data_done, data_url = trio.Event(), None
+        data_port = data_port_of(options, config)
+        if data_port:
+            bound = await nursery.start(partial(
+                serve_data_port, service, options.host, data_port, config.data_plane,
+                reuse_port=options.workers > 1, main_port=url.rsplit(":", 1)[-1], done=data_done))
+            data_url = f"http://{options.host}:{bound}"
+        else:
+            data_done.set()
+        log.info("model-router %s serving %s on %s%s (rules %s, %d rules, repository %s)",
+                 SERVICE_VERSION, options.config, url, f", data plane on {data_url}" if data_url else "",
+                 config.config_hash, len(config.rules), repository)
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's walks, so collections during requests and reloads stay short.
         gc.collect()
         gc.freeze()
-        task_status.started(Running(url, service))
+        task_status.started(Running(url, service, data_url))
         await service.stop.wait()
-        # Hypercorn returns once in-flight requests are answered (bounded by graceful_timeout);
-        # only then do the actors stop, last started first.
+        # Both ports drain at once: Hypercorn returns once in-flight requests are answered
+        # (bounded by graceful_timeout), the data plane once what it read is answered (bounded
+        # by its drain deadline); only then do the actors stop, last started first.
         await http_done.wait()
+        await data_done.wait()
         await actors.stop_all()
         nursery.cancel_scope.cancel()
     log.info("model-router stopped")
 
 
-async def _stop_on_signals(stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s: draining HTTP, then stopping actors", signal.Signals(signum).name)
-            stop.set()
-            return
+def data_port_of(options: Options, config: RouterConfig) -> int:
+    """The data-plane port: the option (or env) first, then the config, then the default; 0 is off."""
+    if options.data_port is not None:
+        return options.data_port
+    return config.data_plane.port if config.data_plane.port is not None else DEFAULT_DATA_PORT
 
 
 # ------------------------------------------------------------------- CLI ----
@@ -256,6 +267,10 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--config", default=environ.get("MODEL_ROUTER_CONFIG", "conf/model_router_rules.yml"))
     parser.add_argument("--host", default=environ.get("MODEL_ROUTER_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(environ.get("MODEL_ROUTER_PORT", "8000")))
+    data_port = environ.get("MODEL_ROUTER_DATA_PORT")
+    parser.add_argument("--data-port", type=int, default=int(data_port) if data_port else None,
+                        help="the data plane for inference (env MODEL_ROUTER_DATA_PORT, config data_plane.port; "
+                             f"default {DEFAULT_DATA_PORT}); 0 turns it off")
     parser.add_argument("--models", default=environ.get("MODEL_REPOSITORY"),
                         help="model repository folder (default: config.model_repository)")
     parser.add_argument("--redis-url", default=environ.get("MODEL_ROUTER_REDIS_URL") or environ.get("REDIS_URL"),
@@ -284,7 +299,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         access_log=args.access_log, state_file=Path(args.state_file).resolve() if args.state_file else None,
         workers=max(1, args.workers), worker_index=args.worker_index,
         batch_max_size=args.batch_max_size, batch_delay_us=max(0.0, args.batch_delay_us),
-        batch_min_call_us=max(0.0, args.batch_min_call_us),
+        batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port,
     )
     return options, args.log_level
 
@@ -297,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s")
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     if options.workers > 1 and options.worker_index == 0:
-        return supervise_workers(arguments, options)
+        load_initial_config(options)  # fail fast, once, before starting anything
+        command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+        return supervise_workers(command, options.workers, options.host, options.port)
     if options.admin_key is None:
         log.warning("no admin key set: admin endpoints answer 403 (set MODEL_ROUTER_ADMIN_KEY)")
     try:
@@ -306,68 +323,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model-router: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-RESTARTS_PER_MINUTE = 5
-
-
-def supervise_workers(arguments: list[str], options: Options) -> int:
-    """Run ``options.workers`` copies of the service on one port; forward signals; restart crashes.
-
-    Each worker is a full service (its own actors). SIGTERM/SIGINT stop them all (each
-    drains its HTTP requests); SIGHUP reaches every worker, so all reload together. A
-    worker that exits with an error is restarted, at most RESTARTS_PER_MINUTE times a
-    minute; past that the supervisor stops everything and exits 1. A worker that exits
-    with code 2 (invalid config) stops everything at once.
-    """
-    load_initial_config(options)  # fail fast, once, before starting anything
-    port = options.port or _free_port(options.host)
-    base = [sys.executable, str(Path(__file__).resolve()), *arguments, "--port", str(port)]
-    stopping = False
-    workers: dict[int, subprocess.Popen[bytes]] = {}
-    restarts: dict[int, list[float]] = {i: [] for i in range(1, options.workers + 1)}
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            stopping = True
-        for worker in workers.values():
-            if worker.poll() is None:
-                worker.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    for index in restarts:
-        workers[index] = subprocess.Popen([*base, "--worker-index", str(index)])
-    log.info("supervising %d workers on %s:%d", options.workers, options.host, port)
-    failed = False
-    while workers:
-        time.sleep(0.2)  # the supervisor only polls its children; it serves nothing itself
-        for index, worker in list(workers.items()):
-            code = worker.poll()
-            if code is None:
-                continue
-            del workers[index]
-            if stopping:
-                failed = failed or code != 0
-                continue
-            recent = [t for t in restarts[index] if time.monotonic() - t < 60]
-            if code == 2 or len(recent) >= RESTARTS_PER_MINUTE:
-                log.error("worker %d exited with %d; stopping all workers", index, code)
-                failed = True
-                forward(signal.SIGTERM, None)
-                continue
-            log.error("worker %d exited with %d; restarting it", index, code)
-            restarts[index] = [*recent, time.monotonic()]
-            workers[index] = subprocess.Popen([*base, "--worker-index", str(index)])
-    log.info("all workers stopped")
-    return 1 if failed else 0
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

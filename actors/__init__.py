@@ -15,6 +15,7 @@ Layout (read top to bottom; each layer imports only the ones below it):
                            switch_feed         switch events to Redis and WebSockets
                            redis_bus           the one Redis connection, buffered
                            control_bus         operator commands mirrored to workers
+                           data_plane          the inference port: a Trio-native HTTP/1.1 server
                            budget              daily prediction budgets, leased from Redis
                            usage_flusher       usage counts persisted every few seconds
     actors/mailbox.py    ask()/tell() and the supervision rule every actor follows
@@ -55,6 +56,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "run_redis_bus": ("actors.redis_bus", "run"),
     "ControlBus": ("actors.control_bus", "ControlBus"),
     "run_control_bus": ("actors.control_bus", "run"),
+    "run_data_plane": ("actors.data_plane", "run"),
     "BudgetActor": ("actors.budget", "BudgetActor"),
     "run_budget": ("actors.budget", "run"),
     "run_usage_flusher": ("actors.usage_flusher", "run"),

@@ -1,13 +1,18 @@
-"""Starting and stopping the actors: in dependency order, and back in reverse.
+"""Starting and stopping: actors in dependency order and back in reverse; signals; worker processes.
 
 Each actor is started with ``nursery.start`` so the next one (and finally the HTTP
 listeners) starts only once it reported ready. Stopping cancels them last-started-first
-and waits for each, so an actor never outlives one it depends on.
+and waits for each, so an actor never outlives one it depends on. With ``--workers N``
+a supervisor process runs N copies of the service on one port and restarts crashes.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,3 +50,72 @@ class ActorGroup:
             scope.cancel()
             await done.wait()
             log.debug("actor %s stopped", name)
+
+
+async def stop_on_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: draining HTTP, then stopping actors", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+RESTARTS_PER_MINUTE = 5
+
+
+def supervise_workers(command: list[str], count: int, host: str, port: int) -> int:
+    """Run ``count`` copies of the service on one port; forward signals; restart crashes.
+
+    Each worker is a full service (its own actors). SIGTERM/SIGINT stop them all (each
+    drains its HTTP requests); SIGHUP reaches every worker, so all reload together. A
+    worker that exits with an error is restarted, at most RESTARTS_PER_MINUTE times a
+    minute; past that the supervisor stops everything and exits 1. A worker that exits
+    with code 2 (invalid config) stops everything at once.
+    """
+    port = port or _free_port(host)
+    base = [*command, "--port", str(port)]
+    stopping = False
+    workers: dict[int, subprocess.Popen[bytes]] = {}
+    restarts: dict[int, list[float]] = {i: [] for i in range(1, count + 1)}
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for worker in workers.values():
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    for index in restarts:
+        workers[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+    log.info("supervising %d workers on %s:%d", count, host, port)
+    failed = False
+    while workers:
+        time.sleep(0.2)  # the supervisor only polls its children; it serves nothing itself
+        for index, worker in list(workers.items()):
+            code = worker.poll()
+            if code is None:
+                continue
+            del workers[index]
+            if stopping:
+                failed = failed or code != 0
+                continue
+            recent = [t for t in restarts[index] if time.monotonic() - t < 60]
+            if code == 2 or len(recent) >= RESTARTS_PER_MINUTE:
+                log.error("worker %d exited with %d; stopping all workers", index, code)
+                failed = True
+                forward(signal.SIGTERM, None)
+                continue
+            log.error("worker %d exited with %d; restarting it", index, code)
+            restarts[index] = [*recent, time.monotonic()]
+            workers[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+    log.info("all workers stopped")
+    return 1 if failed else 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -9,6 +9,7 @@ it without touching the machine's shared instance. The app runs in-process on
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,10 @@ import redis
 import trio
 
 import app
+
+# Services the tests start as processes serve no data plane unless a test asks for one: the
+# default port (8001) would collide between tests and with a `make run` on the same machine.
+os.environ.setdefault("MODEL_ROUTER_DATA_PORT", "0")
 from actors.build.demo_models import build_random_model
 from actors.web.service import Service
 
@@ -118,6 +123,7 @@ class Harness:
     url: str
     service: Service
     client: httpx.AsyncClient
+    data_url: str | None = None
 
     async def predict(self, **body: Any) -> httpx.Response:
         return await self.client.post("/predict", json=body)
@@ -135,7 +141,7 @@ async def running_app(config: Path, **options: Any) -> AsyncIterator[Harness]:
         running: app.Running = await nursery.start(app.serve, opts)
         try:
             async with httpx.AsyncClient(base_url=running.url, timeout=10) as client:
-                yield Harness(running.url, running.service, client)
+                yield Harness(running.url, running.service, client, running.data_url)
         finally:
             running.service.stop.set()
 

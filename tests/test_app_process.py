@@ -5,6 +5,7 @@ Progress is read from the process's own log lines (event-driven), never by sleep
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from tests.conftest import RedisServer, fast_features, free_port, render_config
@@ -143,6 +145,69 @@ async def test_two_workers_share_the_port_and_reload_together(config_path: Path,
         process.send_signal(signal.SIGTERM)
         await log.wait_for("all workers stopped")
         assert await trio.to_thread.run_sync(process.wait, 15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def test_two_workers_share_the_data_port_too(config_path: Path) -> None:
+    """With --workers 2 each worker binds the data port with SO_REUSEPORT: both answer on it."""
+    port, data_port = free_port(), free_port()
+    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--port", str(port),
+         "--data-port", str(data_port), "--workers", "2", "--state-file", str(config_path.parent / "state.json")],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    log = LogReader(process)
+    try:
+        await log.wait_for_all({f"data plane on http://127.0.0.1:{data_port}": 2})
+        workers = set()
+        with trio.fail_after(10):
+            while len(workers) < 2:  # each new connection may land on either worker
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{data_port}", timeout=10) as fresh:
+                    answer = await fresh.post("/predict", json={"model_name": "fast", "features": fast_features()})
+                    assert answer.status_code == 200
+                    workers.add((await fresh.get("/health")).json()["worker"])
+        assert workers == {1, 2}
+        process.send_signal(signal.SIGTERM)
+        await log.wait_for("all workers stopped")
+        assert await trio.to_thread.run_sync(process.wait, 15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def test_sigterm_answers_what_the_data_plane_read_then_exits_0(config_path: Path) -> None:
+    """Pipelined requests fully sent before SIGTERM are all answered; then new connections are refused."""
+    port, data_port = free_port(), free_port()
+    process = start(config_path, port, {"MODEL_ROUTER_DATA_PORT": str(data_port)})
+    log = LogReader(process)
+    try:
+        await log.wait_for(f"data plane on http://127.0.0.1:{data_port}")
+        body = json.dumps({"model_name": "fast", "features": fast_features()}).encode()
+        request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        stream = await trio.open_tcp_stream("127.0.0.1", data_port)
+        async with stream:
+            await stream.send_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            with trio.fail_after(10):
+                assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200")  # warm: the model loaded
+            await stream.send_all(request * 20)  # one write: the server reads all 20 in one receive
+            with trio.fail_after(10):
+                received = await stream.receive_some(65536)  # it has read them: now stop it
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                while received.count(b"HTTP/1.1 ") < 20:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+        assert received.count(b"HTTP/1.1 200 OK") == 20, received[-500:]
+        assert await trio.to_thread.run_sync(process.wait, 15) == 0
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", data_port)
     finally:
         if process.poll() is None:
             process.kill()

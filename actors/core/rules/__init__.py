@@ -19,7 +19,13 @@ Layout, leaves first (each module imports only modules above it):
 from actors.core.rules.horizons import HorizonRange, parse_horizon
 from actors.core.rules.problems import DOCUMENT_PATH, ConfigError
 from actors.core.rules.schema import RouterConfig, RouterSettings, Rule, Selection
-from actors.core.rules.settings import ALLOWED_SIGNALS, ModelThreshold, ReloadSettings, SwitchingSettings
+from actors.core.rules.settings import (
+    ALLOWED_SIGNALS,
+    DataPlaneSettings,
+    ModelThreshold,
+    ReloadSettings,
+    SwitchingSettings,
+)
 from actors.core.rules.snapshot import DEFAULT_MEMO_LIMIT, RoutingSnapshot, compile_snapshot, select_model
 from actors.core.rules.validate import parse_config
 from actors.core.rules.yaml_reader import MAX_EXPANDED_CHARS, MAX_EXPANDED_NODES
@@ -31,6 +37,7 @@ __all__ = [
     "MAX_EXPANDED_CHARS",
     "MAX_EXPANDED_NODES",
     "ConfigError",
+    "DataPlaneSettings",
     "HorizonRange",
     "ModelThreshold",
     "ReloadSettings",

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from actors.core.rules.horizons import HorizonRange
-from actors.core.rules.settings import ModelThreshold, ReloadSettings, SwitchingSettings
+from actors.core.rules.settings import DataPlaneSettings, ModelThreshold, ReloadSettings, SwitchingSettings
 
 
 @attrs.frozen
@@ -71,6 +71,7 @@ class RouterConfig:
     config_hash: str
     warnings: tuple[str, ...] = ()
     switching: SwitchingSettings = attrs.field(factory=SwitchingSettings)
+    data_plane: DataPlaneSettings = attrs.field(factory=DataPlaneSettings)
 
     def threshold_for(self, model: str) -> ModelThreshold | None:
         """Thresholds configured for ``model``, or None when it has none."""
@@ -89,6 +90,7 @@ class RouterConfig:
             "thresholds": {name: attrs.asdict(t) for name, t in self.thresholds},
             "reload": attrs.asdict(self.reload),
             "switching": attrs.asdict(self.switching),
+            "data_plane": attrs.asdict(self.data_plane),
             "config_hash": self.config_hash,
             "warnings": list(self.warnings),
         }

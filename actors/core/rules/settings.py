@@ -49,7 +49,23 @@ class SwitchingSettings:
     min_requests: int = 20
 
 
+@attrs.frozen
+class DataPlaneSettings:
+    """The data-plane port and its HTTP limits; they take effect at start (the listener is bound once).
+
+    ``port`` None means "not set here": the ``--data-port`` option or ``MODEL_ROUTER_DATA_PORT``
+    decides, else the default 8001; 0 turns the data plane off.
+    """
+
+    port: int | None = None
+    header_timeout_s: float = 20.0
+    keep_alive_timeout_s: float = 75.0
+    max_connections: int = 1024
+    max_header_bytes: int = 32 * 1024
+
+
 _THRESHOLD_KEYS = tuple(f.name for f in attrs.fields(ModelThreshold))
+_DATA_PLANE_KEYS = tuple(f.name for f in attrs.fields(DataPlaneSettings))
 _RELOAD_KEYS = tuple(f.name for f in attrs.fields(ReloadSettings))
 _SWITCHING_KEYS = tuple(f.name for f in attrs.fields(SwitchingSettings))
 
@@ -116,4 +132,24 @@ def _parse_switching(value: Any, probs: _Problems) -> SwitchingSettings:
         alert_error_rate=number("alert_error_rate", defaults.alert_error_rate, 0.0, 1.0),
         alert_latency_p95_ms=number("alert_latency_p95_ms", defaults.alert_latency_p95_ms, 0.001, 3_600_000),
         min_requests=_opt_int(m, "min_requests", path, probs, defaults.min_requests, lo=1, hi=1_000_000),
+    )
+
+
+def _parse_data_plane(value: Any, probs: _Problems) -> DataPlaneSettings:
+    path = "data_plane"
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _DATA_PLANE_KEYS, path, probs)
+    defaults = DataPlaneSettings()
+    port = None
+    if m.get("port") is not None:
+        port = _opt_int(m, "port", path, probs, 0, lo=0, hi=65535)
+    return DataPlaneSettings(
+        port=port,
+        header_timeout_s=float(_opt_number(m, "header_timeout_s", path, probs, defaults.header_timeout_s,
+                                           positive=True) or defaults.header_timeout_s),
+        keep_alive_timeout_s=float(_opt_number(m, "keep_alive_timeout_s", path, probs, defaults.keep_alive_timeout_s,
+                                               positive=True) or defaults.keep_alive_timeout_s),
+        max_connections=_opt_int(m, "max_connections", path, probs, defaults.max_connections, lo=1, hi=1_000_000),
+        max_header_bytes=_opt_int(m, "max_header_bytes", path, probs, defaults.max_header_bytes,
+                                  lo=1024, hi=1024 * 1024),
     )

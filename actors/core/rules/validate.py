@@ -34,11 +34,11 @@ from actors.core.rules.problems import (
 )
 from actors.core.rules.rule_section import _parse_rules
 from actors.core.rules.schema import RouterConfig, RouterSettings
-from actors.core.rules.settings import _parse_reload, _parse_switching, _parse_thresholds
+from actors.core.rules.settings import _parse_data_plane, _parse_reload, _parse_switching, _parse_thresholds
 from actors.core.rules.shadowing import _shadow_warnings
 from actors.core.rules.yaml_reader import _Invalid, _load_yaml
 
-_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "switching", "default_model")
+_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "switching", "data_plane", "default_model")
 _CONFIG_KEYS = tuple(f.name for f in attrs.fields(RouterSettings))
 
 
@@ -144,6 +144,7 @@ def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) 
     thresholds = _parse_thresholds(root.get("model_thresholds"), probs, refs)
     reload_settings = _parse_reload(root.get("reload"), probs)
     switching = _parse_switching(root.get("switching"), probs)
+    data_plane = _parse_data_plane(root.get("data_plane"), probs)
     if known_models is not None:
         refs.check(frozenset(known_models), probs)
     if probs.details:
@@ -156,6 +157,7 @@ def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) 
         config_hash=_hash_data(data),
         warnings=_shadow_warnings(rules),
         switching=switching,
+        data_plane=data_plane,
     )
 
 
