@@ -11,16 +11,19 @@ SIGTERM after each measurement. Targets (``--servers``):
 - ``model-router``: ``app.py --config conf/model_router_rules.yml``, body by ``model_name``;
 - ``model-router-routed``: the same server, body routed by ``asset_class``/``horizon_ms``/``symbol``
   (BTC/USDT, 30 s: rule 0 -> tlob_tiny);
+- ``data-plane`` / ``data-plane-routed``: the same server and bodies, measured on its data-plane port
+  (``--data-port``: the Trio-native HTTP/1.1 server) instead of the main (Hypercorn) port;
 - ``peer-h11``: ``bench/peer/app.py`` under ``uvicorn --loop asyncio --http h11``;
 - ``peer-uvloop``: the same under ``uvicorn --loop uvloop --http httptools``.
 
 Concurrency levels are the outer loop and the targets alternate inside it. Then
-``/predict/batch`` on model-router for ``--batch-sizes`` (predictions/s = req/s x batch size).
+``/predict/batch`` for ``--batch-sizes`` on each of ``--batch-servers`` (predictions/s = req/s x batch size).
 Server CPU is utime+stime from ``/proc/<pid>/stat`` over the measured run (100 % = one core).
 Prints a table and writes ``bench/RESULTS.md``.
 
     .venv/bin/python bench/http_predict.py [--duration 10] [--concurrency 1,16,64] \
-        [--servers model-router,model-router-routed,peer-h11,peer-uvloop] [--batch-sizes 1,16,64,256]
+        [--servers data-plane,data-plane-routed,model-router,model-router-routed,peer-h11,peer-uvloop] \
+        [--batch-sizes 1,16,64,256] [--batch-servers data-plane,model-router]
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ MODEL = "tlob_tiny"
 FEATURES = {"order_imbalance": 0.3, "spread_bps": 1.2, "trade_flow": 0.5, "return_1s": 0.001, "volume_z": 0.1}
 SERVER_CPU, LOAD_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_TARGETS = ("model-router", "model-router-routed", "peer-h11", "peer-uvloop")
-ROUTER_PACKAGES = ("trio", "quart", "quart-trio", "hypercorn", "h11", "h2", "wsproto", "numpy", "tflite-runtime",
-                   "pyyaml")
+ALL_TARGETS = ("data-plane", "data-plane-routed", "model-router", "model-router-routed", "peer-h11", "peer-uvloop")
+OURS = ("data-plane", "data-plane-routed", "model-router", "model-router-routed")
+ROUTER_PACKAGES = ("trio", "quart", "quart-trio", "hypercorn", "h11", "h2", "wsproto", "httptools", "orjson", "numpy",
+                   "tflite-runtime", "pyyaml")
 PEER_PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic-core", "h11", "httptools", "uvloop",
                  "numpy", "tflite-runtime", "pyyaml")
 
@@ -178,9 +182,11 @@ def free_port() -> int:
 def server_command(target: str, port: int, state_dir: Path) -> tuple[list[str], str, dict[str, str]]:
     """(argv, readiness path, extra environment) for ``target``."""
     pin = ["taskset", "-c", SERVER_CPU]
-    if target.startswith("model-router"):
+    if target in OURS:
+        # ``port`` is the one measured: the data port for data-plane targets, else the main port.
+        main_port, data_port = (free_port(), port) if target.startswith("data-plane") else (port, 0)
         argv = [str(ROUTER_PY), "app.py", "--config", str(CONFIG.relative_to(REPO)), "--host", "127.0.0.1",
-                "--port", str(port), "--state-file", str(state_dir / "state.json")]
+                "--port", str(main_port), "--data-port", str(data_port), "--state-file", str(state_dir / "state.json")]
         return pin + argv, "/health/ready", {}
     loop, http = {"peer-h11": ("asyncio", "h11"), "peer-uvloop": ("uvloop", "httptools")}[target]
     argv = [str(PEER_PY), "-m", "uvicorn", "--app-dir", str(PEER_DIR), "app:app", "--host", "127.0.0.1",
@@ -314,12 +320,12 @@ def check_answer(server: Server, path: str, body: dict[str, Any], batch: int) ->
 def measure(target: str, concurrency: int, args: argparse.Namespace, workdir: Path, *, batch: int = 0) -> Run:
     if batch:
         path, body, name = "/predict/batch", batch_body(batch), f"batch{batch}"
-    elif target.startswith("model-router"):
-        path, body, name = "/predict", router_body(target == "model-router-routed"), target
+    elif target in OURS:
+        path, body, name = "/predict", router_body(target.endswith("-routed")), target
     else:
         path, body, name = "/predict", peer_body(), "peer"
-    script = write_lua(workdir, name, path, body)
     run = Run(target, concurrency, path=path, batch=batch or 1)
+    script = write_lua(workdir, f"{name}-{target}", path, body)
     if args.quiet_wait > 0:
         busy = wait_for_quiet(args.quiet_wait)
         if busy >= 10.0:
@@ -406,7 +412,7 @@ def ratio_rows(runs: list[Run]) -> list[str]:
     by = {(r.target, r.concurrency): r for r in runs if r.path == "/predict"}
     rows = []
     for concurrency in sorted({r.concurrency for r in runs if r.path == "/predict"}):
-        for mine in ("model-router", "model-router-routed"):
+        for mine in OURS:
             for peer in ("peer-h11", "peer-uvloop"):
                 a, b = by.get((mine, concurrency)), by.get((peer, concurrency))
                 if a is None or b is None or not b.rps or not b.p99_ms:
@@ -460,18 +466,19 @@ def report(runs: list[Run], batch_runs: list[Run], args: argparse.Namespace, com
     if batch_runs:
         lines += [
             "",
-            f"## model-router /predict/batch (concurrency {args.batch_concurrency})",
+            f"## /predict/batch (concurrency {args.batch_concurrency})",
             "",
             "Each request carries N `tlob_tiny` items by `model_name`; items for one model version run as one "
             "interpreter call. predictions/s = req/s x N.",
             "",
-            "| C | batch N | req/s | predictions/s | p50 ms | p95 ms | p99 ms | errors | server CPU | wrk CPU | "
-            "other CPU0 / CPU1 |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| C | server | batch N | req/s | predictions/s | p50 ms | p95 ms | p99 ms | errors | server CPU | "
+            "wrk CPU | other CPU0 / CPU1 |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in batch_runs:
             errors = f"{r.errors}" + (f" (+{r.socket_errors} socket)" if r.socket_errors else "")
-            lines.append(f"| {r.concurrency} | {r.batch} | {r.rps:,.0f} | {r.rps * r.batch:,.0f} | {r.p50_ms:.2f} | "
+            lines.append(f"| {r.concurrency} | {r.target} | {r.batch} | {r.rps:,.0f} | {r.rps * r.batch:,.0f} | "
+                         f"{r.p50_ms:.2f} | "
                          f"{r.p95_ms:.2f} | {r.p99_ms:.2f} | {errors} | {r.server_cpu_pct:.0f} % | "
                          f"{r.wrk_cpu_pct:.0f} % | {r.cpu0_other_pct:.0f} / {r.cpu1_other_pct:.0f} % |")
     problems = [f"- {r.target} C={r.concurrency} N={r.batch}: {', '.join(r.notes)} {r.first_bad}".rstrip()
@@ -492,6 +499,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--servers", default=",".join(ALL_TARGETS), help=f"any of {', '.join(ALL_TARGETS)}")
     parser.add_argument("--batch-sizes", default="1,16,64,256", help="model-router /predict/batch sizes ('' = skip)")
     parser.add_argument("--batch-concurrency", type=int, default=16, help="wrk connections for the batch runs")
+    parser.add_argument("--batch-servers", default="data-plane,model-router",
+                        help="where /predict/batch is measured: data-plane and/or model-router")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each run, wait up to this many seconds for both CPUs to be idle (0 = don't)")
     parser.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"), help="markdown report ('' = none)")
@@ -502,6 +511,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     args.batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    args.batch_targets = [t.strip() for t in args.batch_servers.split(",") if t.strip()]
+    if set(args.batch_targets) - {"data-plane", "model-router"}:
+        parser.error("--batch-servers takes data-plane and/or model-router")
     return args
 
 
@@ -539,13 +551,14 @@ def main(argv: list[str] | None = None) -> int:
                           f"{run.wrk_cpu_pct:>7.0f}% {run.cpu0_other_pct:>4.0f}/{run.cpu1_other_pct:<3.0f}%"
                           + "".join(f"  {x}" for x in (*run.notes, run.first_bad) if x), flush=True)
             if args.batches:
-                print(f"\nmodel-router /predict/batch, C={args.batch_concurrency}", flush=True)
-                print(f"{'N':>4} {'req/s':>9} {'pred/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+                print(f"\n/predict/batch, C={args.batch_concurrency}", flush=True)
+                print(f"{'N':>4} {'server':<13} {'req/s':>9} {'pred/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
                       f"{'srv CPU':>8} {'other0/1':>9}", flush=True)
-            for size in args.batches:
-                run = measure("model-router", args.batch_concurrency, args, workdir, batch=size)
+            for size, target in ((s, t) for s in args.batches for t in args.batch_targets):
+                run = measure(target, args.batch_concurrency, args, workdir, batch=size)
                 batch_runs.append(run)
-                print(f"{size:>4} {run.rps:>9,.0f} {run.rps * size:>10,.0f} {run.p50_ms:>8.2f} {run.p99_ms:>8.2f} "
+                print(f"{size:>4} {target:<13} {run.rps:>9,.0f} {run.rps * size:>10,.0f} {run.p50_ms:>8.2f} "
+                      f"{run.p99_ms:>8.2f} "
                       f"{run.errors + run.socket_errors:>7} {run.server_cpu_pct:>7.0f}% "
                       f"{run.cpu0_other_pct:>4.0f}/{run.cpu1_other_pct:<3.0f}%"
                       + "".join(f"  {x}" for x in (*run.notes, run.first_bad) if x), flush=True)
