@@ -94,20 +94,17 @@ class InFlight:
     counts: dict[ModelKey, int] = attrs.field(factory=dict)
     idle: dict[ModelKey, trio.Event] = attrs.field(factory=dict)
 
-    gauges: dict[ModelKey, Any] = attrs.field(factory=dict)
-
-    def gauge(self, key: ModelKey) -> Any:
-        child = self.gauges.get(key)
-        if child is None:
-            child = self.gauges[key] = self.metrics.inflight.labels(model=key[0], version=key[1])
-        return child
+    gauges: set[ModelKey] = attrs.field(factory=set)
 
     def enter(self, key: ModelKey) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
-        self.gauge(key).inc()
+        if key not in self.gauges:
+            # Read at scrape time from ``counts``: the request path touches no metric lock.
+            self.gauges.add(key)
+            child = self.metrics.inflight.labels(model=key[0], version=key[1])
+            child.set_function(lambda counts=self.counts, key=key: counts.get(key, 0))
 
     def exit(self, key: ModelKey) -> None:
-        self.gauge(key).dec()
         remaining = self.counts.get(key, 1) - 1
         if remaining > 0:
             self.counts[key] = remaining

@@ -15,6 +15,7 @@ circuit breakers, and symbols are noted for switch events.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -82,6 +83,16 @@ def _optional_str(body: Mapping[str, Any], key: str, limit: int) -> str | None:
     return text
 
 
+# A process-unique prefix (random, so processes and restarts never collide) and a counter:
+# a generated correlation id costs a string format, not a system call per request.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_correlation_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):020x}"
+
+
 def parse_request(body: Any) -> PredictRequest:
     """Check a request object's shape (not its features: those depend on the model)."""
     if not isinstance(body, Mapping):
@@ -96,7 +107,7 @@ def parse_request(body: Any) -> PredictRequest:
     version = _optional_str(body, "model_version", 32)
     if version == "latest":
         version = None
-    correlation_id = _optional_str(body, "correlation_id", MAX_ID_LENGTH) or os.urandom(16).hex()
+    correlation_id = _optional_str(body, "correlation_id", MAX_ID_LENGTH) or _new_correlation_id()
     symbol = _optional_str(body, "symbol", MAX_NAME_LENGTH)
     if model_name is not None:
         return PredictRequest(body["features"], correlation_id, model_name, version,

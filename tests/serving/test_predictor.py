@@ -55,7 +55,7 @@ def test_latest_version_means_none() -> None:
 
 
 def test_generated_correlation_id_is_unique_hex() -> None:
-    """Without a correlation_id a fresh 32-hex id is generated per request."""
+    """Without a correlation_id a fresh 32-hex id is generated per request (unique per process and restart)."""
     first = parse_request({"features": {}, "model_name": "fast"}).correlation_id
     second = parse_request({"features": {}, "model_name": "fast"}).correlation_id
     assert first != second
