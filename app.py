@@ -47,6 +47,7 @@ from actors.router import ConfigUpdate, RouterState
 from actors.serving.batcher import Batcher, BatchSettings
 from actors.serving.metrics import Metrics
 from actors.serving.predictor import Predictor
+from actors.storage.admin_key import read_admin_key
 from actors.storage.config_files import read_config_text, resolve_repository
 from actors.storage.model_repo import list_repository
 from actors.switch_feed import SwitchFeed, Trigger
@@ -246,20 +247,6 @@ def data_port_of(options: Options, config: RouterConfig) -> int:
 
 
 # ------------------------------------------------------------------- CLI ----
-
-
-def read_admin_key(environ: dict[str, str]) -> str | None:
-    """From MODEL_ROUTER_ADMIN_KEY, or the file named by MODEL_ROUTER_ADMIN_KEY_FILE."""
-    key = environ.get("MODEL_ROUTER_ADMIN_KEY", "").strip()
-    if key:
-        return key
-    path = environ.get("MODEL_ROUTER_ADMIN_KEY_FILE", "").strip()
-    if path:
-        try:
-            return Path(path).read_text().strip() or None
-        except OSError as exc:
-            log.warning("cannot read MODEL_ROUTER_ADMIN_KEY_FILE: %s", exc.strerror)
-    return None
 
 
 def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, str]:

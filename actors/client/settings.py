@@ -15,6 +15,8 @@ from pathlib import Path
 
 import attrs
 
+from actors.storage.admin_key import read_admin_key
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 10.0
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -61,20 +63,6 @@ def _enabled(value: str | None) -> bool:
     return value is None or value.strip().lower() not in FALSE_WORDS
 
 
-def read_admin_key(environ: Mapping[str, str]) -> str | None:
-    """``MODEL_ROUTER_ADMIN_KEY``, else the file named by ``MODEL_ROUTER_ADMIN_KEY_FILE`` (as the service)."""
-    key = environ.get("MODEL_ROUTER_ADMIN_KEY", "").strip()
-    if key:
-        return key
-    path = environ.get("MODEL_ROUTER_ADMIN_KEY_FILE", "").strip()
-    if path:
-        try:
-            return Path(path).read_text().strip() or None
-        except OSError:
-            return None
-    return None
-
-
 @attrs.frozen
 class ClientSettings:
     """Everything a client needs to know before its first call."""
@@ -106,7 +94,7 @@ class ClientSettings:
         return cls(
             base_url=url.rstrip("/"), timeout_s=timeout_s,
             api_key=api_key or env.get("MODEL_ROUTER_API_KEY") or None,
-            admin_key=admin_key or read_admin_key(env),
+            admin_key=admin_key or read_admin_key(env, quiet=True),
             retry=retry or RetryPolicy(),
             remote=remote if remote is not None else _enabled(env.get("REMOTE_INFERENCE_ENABLED")),
             config=Path(config_path).resolve(),

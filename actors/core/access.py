@@ -30,7 +30,10 @@ from fnmatch import translate
 from typing import Any, Final, Literal
 
 import attrs
-import yaml
+
+from actors.core.rules.problems import DOCUMENT_PATH
+from actors.core.rules.problems import _Problems as _RuleProblems
+from actors.core.rules.yaml_reader import _Invalid, _load_yaml
 
 # --------------------------------------------------------------------------- outcome codes
 
@@ -42,7 +45,6 @@ BUDGET_EXHAUSTED: Final = "budget_exhausted"
 OUTCOME_CODES: Final = (UNAUTHENTICATED, FORBIDDEN, MODEL_NOT_ALLOWED, RATE_LIMITED, BUDGET_EXHAUSTED)
 
 #: Bound on YAML nodes visited with aliases expanded: a "billion laughs" file is refused, not built.
-MAX_YAML_NODES: Final = 100_000
 #: Bound on the allow-list memo of one workspace (model names come from requests).
 MODEL_MEMO_LIMIT: Final = 4096
 
@@ -364,64 +366,24 @@ def _describe(value: Any) -> str:
     return "null" if value is None else f"{type(value).__name__} {value!r}"[:80]
 
 
-def _count_nodes(node: yaml.Node, budget: list[int]) -> None:
-    """Visit every node as construction would (aliases expanded); raise once over the bound."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise AccessConfigError("invalid access file", [{
-                "path": "$", "message": f"document expands to more than {MAX_YAML_NODES} nodes (aliases?)"}])
-        if isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
-        elif isinstance(current, yaml.MappingNode):
-            for key_node, value_node in current.value:
-                stack.append(key_node)
-                stack.append(value_node)
-
-
-def _duplicate_keys(node: yaml.Node, path: str, probs: _Problems, seen: set[int]) -> None:
-    """PyYAML keeps the last of repeated mapping keys silently: report each with its path."""
-    if id(node) in seen:
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _duplicate_keys(item, f"{path}[{i}]", probs, seen)
-    elif isinstance(node, yaml.MappingNode):
-        first: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            child = key if path == "$" else f"{path}.{key}"
-            if key is not None and key in first:
-                probs.add(str(child), f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
-            if key is not None:
-                first.add(key)
-            _duplicate_keys(value_node, str(child), probs, seen)
+def _access_path(path: str) -> str:
+    """The rules reader names the document root ``<document>``; the access file calls it ``$``."""
+    if path == DOCUMENT_PATH:
+        return "$"
+    return path.removeprefix(DOCUMENT_PATH + ".")
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with alias expansion bounded and repeated keys refused."""
+    """The rules file's safe reader: alias expansion bounded, repeated keys refused, errors located."""
+    found = _RuleProblems()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise AccessConfigError("invalid access file", [{"path": "$", "message": f"invalid YAML{where}: {problem}"}]
-                                ) from exc
-    if node is None:
-        return None
-    _count_nodes(node, [MAX_YAML_NODES])
-    probs = _Problems()
-    _duplicate_keys(node, "$", probs, set())
-    if probs.details:
-        raise AccessConfigError(f"invalid access file: {len(probs.details)} problem(s)", probs.details)
-    try:
-        return yaml.constructor.SafeConstructor().construct_document(node)
-    except yaml.YAMLError as exc:
-        raise AccessConfigError("invalid access file", [{"path": "$", "message": f"invalid YAML: {exc}"}]) from exc
+        data = _load_yaml(text, found)
+    except _Invalid:
+        data = None
+    if found.details:
+        details = [{"path": _access_path(d["path"]), "message": d["message"]} for d in found.details]
+        raise AccessConfigError(f"invalid access file: {len(details)} problem(s)", details)
+    return data
 
 
 def _positive_number(value: Any) -> bool:

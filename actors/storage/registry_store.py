@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from actors.core.switch_policy import Operation, TrafficPlan
+from actors.storage.atomic import atomic_write_bytes
 
 log = logging.getLogger("model_router.registry")
 
@@ -100,17 +101,7 @@ def decode(text: str) -> RegistryState:
 
 def save(path: Path, text: str) -> None:
     """Blocking: write ``text`` atomically (run in a worker thread)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers may share one state file
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))  # a private temp name: workers may share one state file
 
 
 def load(path: Path) -> RegistryState:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from actors.core.switch_policy import TrafficPlan, abort, begin, new_operation, parse_switch_params
-from actors.storage import registry_store
+from actors.storage import atomic, registry_store
 from actors.storage.registry_store import OPERATIONS_LIMIT, ModelRecord, RegistryState, decode, encode, load, save
 
 
@@ -129,10 +129,13 @@ def test_save_writes_a_temp_file_then_renames_so_a_failed_rename_keeps_the_old_f
         assert Path(src).read_text() == "new content"  # fully written before the rename
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(registry_store.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk on fire"):
         save(path, "new content")
-    assert calls == [(f".registry.json.{os.getpid()}.tmp", "registry.json")]
+    assert len(calls) == 1 and calls[0][1] == "registry.json"
+    assert calls[0][0].startswith(".registry.json.") and calls[0][0].endswith(".tmp")  # a private temp name
+    assert path.read_text() == "old content"
+    assert [p.name for p in tmp_path.iterdir()] == ["registry.json"]  # the temp file is gone
     assert not list(tmp_path.glob("*.tmp"))  # a failed save leaves no temp file
     assert path.read_text() == "old content"
 
