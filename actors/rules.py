@@ -18,6 +18,7 @@ import operator
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -321,6 +322,26 @@ class SwitchingSettings:
 
 
 @attrs.frozen
+class AccessSettings:
+    """The ``access`` section: API keys and tenants (docs/access.md).
+
+    ``file`` and ``audit_file`` are as written (relative paths are resolved against the
+    config file's folder by the caller); ``file`` None means no access control.
+    ``cors_origins`` are exact origins (``https://host[:port]``) browsers may call from.
+    """
+
+    file: str | None = None
+    audit_file: str | None = None
+    cors_origins: tuple[str, ...] = ()
+
+    def resolve(self, config_path: Path) -> tuple[Path | None, Path | None]:
+        """The access and audit files as paths, relative ones against the config file's folder."""
+        folder = config_path.parent
+        return (None if self.file is None else folder / self.file,
+                None if self.audit_file is None else folder / self.audit_file)
+
+
+@attrs.frozen
 class RouterConfig:
     """A fully validated config; ``config_hash`` identifies it in selections and metrics."""
 
@@ -331,6 +352,7 @@ class RouterConfig:
     config_hash: str
     warnings: tuple[str, ...] = ()
     switching: SwitchingSettings = attrs.field(factory=SwitchingSettings)
+    access: AccessSettings = attrs.field(factory=AccessSettings)
 
     def threshold_for(self, model: str) -> ModelThreshold | None:
         """Thresholds configured for ``model``, or None when it has none."""
@@ -349,6 +371,7 @@ class RouterConfig:
             "thresholds": {name: attrs.asdict(t) for name, t in self.thresholds},
             "reload": attrs.asdict(self.reload),
             "switching": attrs.asdict(self.switching),
+            "access": {**attrs.asdict(self.access), "cors_origins": list(self.access.cors_origins)},
             "config_hash": self.config_hash,
             "warnings": list(self.warnings),
         }
@@ -455,7 +478,7 @@ def _opt_number(m: Mapping[Any, Any], key: str, path: str, probs: _Problems, def
 # --------------------------------------------------------------------------- section parsers
 
 
-_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "switching", "default_model")
+_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "switching", "default_model", "access")
 _RULE_KEYS = ("match", "model", "fallback", "priority", "description")
 _MATCH_KEYS = ("asset_class", "horizon_ms", "symbol")
 _CONFIG_KEYS = tuple(f.name for f in attrs.fields(RouterSettings))
@@ -711,6 +734,33 @@ def _parse_switching(value: Any, probs: _Problems) -> SwitchingSettings:
         alert_latency_p95_ms=number("alert_latency_p95_ms", defaults.alert_latency_p95_ms, 0.001, 3_600_000),
         min_requests=_opt_int(m, "min_requests", path, probs, defaults.min_requests, lo=1, hi=1_000_000),
     )
+
+
+_ACCESS_KEYS = tuple(f.name for f in attrs.fields(AccessSettings))
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+
+
+def _parse_access(value: Any, probs: _Problems) -> AccessSettings:
+    path = "access"
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _ACCESS_KEYS, path, probs)
+    files: dict[str, str | None] = {}
+    for key in ("file", "audit_file"):
+        raw = m.get(key)
+        if raw is not None and (not isinstance(raw, str) or not raw.strip() or "\0" in raw):
+            probs.add(f"{path}.{key}", f"must be a non-empty path string, got {_describe(raw)}")
+            raw = None
+        files[key] = raw
+    origins = m.get("cors_origins") or []
+    if not isinstance(origins, list):
+        probs.add(f"{path}.cors_origins", f"must be a list of origins, got {_describe(origins)}")
+        origins = []
+    for i, origin in enumerate(origins):
+        if not isinstance(origin, str) or not _ORIGIN_RE.match(origin):
+            probs.add(f"{path}.cors_origins[{i}]",
+                      f"must be an exact origin like https://app.example.com[:port], got {_describe(origin)}")
+    return AccessSettings(files["file"], files["audit_file"],
+                          tuple(o for o in origins if isinstance(o, str) and _ORIGIN_RE.match(o)))
 
 
 # --------------------------------------------------------------------------- document level
@@ -1240,6 +1290,7 @@ def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) 
     thresholds = _parse_thresholds(root.get("model_thresholds"), probs, refs)
     reload_settings = _parse_reload(root.get("reload"), probs)
     switching = _parse_switching(root.get("switching"), probs)
+    access = _parse_access(root.get("access"), probs)
     if known_models is not None:
         refs.check(frozenset(known_models), probs)
     if probs.details:
@@ -1252,6 +1303,7 @@ def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) 
         config_hash=_hash_data(data),
         warnings=_shadow_warnings(rules),
         switching=switching,
+        access=access,
     )
 
 
