@@ -95,7 +95,8 @@ def wrk(port: int, token: str | None, concurrency: int, duration: float, folder:
     script.write_text(f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\nwrk.headers = {{{headers}}}\n'
                       'errors = 0\nfunction response(status) if status ~= 200 then errors = errors + 1 end end\n'
                       'function done() io.write("bad:" .. errors .. "\\n") end\n')
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency",
+    seconds = max(1, round(duration))
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency",
                           "-s", str(script), f"http://127.0.0.1:{port}/predict"],
                          capture_output=True, text=True, check=True).stdout
     bad = int(re.search(r"bad:(\d+)", out).group(1))  # type: ignore[union-attr]

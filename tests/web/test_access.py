@@ -413,3 +413,33 @@ async def test_without_access_file_predict_and_read_stay_open(config_path: Path)
     async with running_app(config_path, admin_key=None) as h:
         r = await h.client.get("/audit")
         assert r.status_code == 403 and r.json()["error"]["code"] == "admin_disabled"
+
+
+async def test_usage_and_budget_survive_a_restart_without_redis(config_path: Path, tokens: dict[str, str]) -> None:
+    """Counts are flushed to the usage file at shutdown, read back at start, and seed the local budget."""
+    body = {"model_name": "fast", "features": fast_features()}
+    async with running_app(config_path) as h:
+        await wait_ready(h)
+        for _ in range(5):
+            assert (await h.client.post("/predict", headers=auth(tokens["budgeted"]), json=body)).status_code == 200
+    assert (config_path.parent / "access.usage.json").exists()
+    async with running_app(config_path) as h:
+        await wait_ready(h)
+        usage = (await h.client.get("/usage?workspace=budgeted", headers=auth(tokens["admin"]))).json()
+        assert usage["workspaces"]["budgeted"]["predictions"] == 5
+        assert usage["workspaces"]["budgeted"]["budget"] == {"daily_predictions": 7, "used": 5, "left": 2}
+        statuses = [(await h.client.post("/predict", headers=auth(tokens["budgeted"]), json=body)).status_code
+                    for _ in range(4)]
+        assert statuses == [200, 200, 429, 429]
+
+
+def test_keys_command_is_dispatched_by_app_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import app
+
+    access = tmp_path / "access.yml"
+    assert app.main(["keys", "create", "--file", str(access), "--id", "ops", "--role", "operate"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert len(token) >= 32 and token not in access.read_text()
+    assert app.main(["keys", "list", "--file", str(access)]) == 0
+    assert capsys.readouterr().out == "ops\toperate\t-\n"
+    assert app.main(["keys", "revoke", "--file", str(access), "--id", "nobody"]) == 2

@@ -10,6 +10,7 @@ from actors.serving.metrics import Metrics
 from actors.web.access import AccessGate
 from actors.web.audit import Auditor
 
+
 def policy_text(ops_token: str = "tok-ops") -> str:
     return f"""
 workspaces:
