@@ -76,6 +76,12 @@ class ControlBus:
         self.publish(settled(command, result))
         return result
 
+    def automatic(self, command: Command) -> None:
+        """A command this worker already carried out on its own (an automatic rollback): audited, mirrored."""
+        if self.audit is not None:
+            self.audit(command, None, None, None)
+        self.publish(command)
+
     def publish(self, command: Command) -> None:
         if self.enabled:
             payload = {"origin": self.origin, **to_wire(command)}

@@ -18,6 +18,7 @@ from actors.core.commands import (
     DeregisterVersion,
     PromoteSwitch,
     ReloadConfig,
+    RollbackOperation,
     SwitchModel,
 )
 from actors.core.errors import Conflict
@@ -143,3 +144,12 @@ async def test_submit_tells_the_audit_hook_with_the_caller_and_outcome() -> None
         await bus.submit(AbortSwitch("op-1"), "caller-2")
     assert heard[0] == (ReloadConfig("api"), {"done": True}, None, "caller-1")
     assert heard[1][0] == AbortSwitch("op-1") and isinstance(heard[1][2], Conflict) and heard[1][3] == "caller-2"
+
+
+def test_automatic_commands_are_audited_without_a_caller_then_published() -> None:
+    heard: list[tuple[Any, ...]] = []
+    send, receive = trio.open_memory_channel[RedisMessage](4)
+    bus = ControlBus(RedisOutbox(send, Metrics()), Recorder(), enabled=True, audit=lambda *args: heard.append(args))
+    bus.automatic(RollbackOperation("op-9", "breaker open"))
+    assert heard == [(RollbackOperation("op-9", "breaker open"), None, None, None)]
+    assert receive.statistics().current_buffer_used == 1

@@ -284,7 +284,7 @@ class AccessLayer:
                         "headers": [*answer_headers, *extra, (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
             return
-        scope = {**scope, SCOPE_KEY: result}
+        scope[SCOPE_KEY] = result  # the scope belongs to this request (as Starlette's scope["state"])
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -323,7 +323,8 @@ class AccessLayer:
             else:  # a close before accept is answered 403 by ASGI servers
                 await send({"type": "websocket.close", "code": 1008})
             return
-        await self.app({**scope, SCOPE_KEY: result}, receive, send)
+        scope[SCOPE_KEY] = result
+        await self.app(scope, receive, send)
 
 
 def scope_key(scope: Mapping[str, Any]) -> ApiKey:

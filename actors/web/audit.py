@@ -92,6 +92,9 @@ class Auditor:
         if isinstance(command, ReloadConfig):
             details["trigger"] = command.trigger
             details["config_hash"] = getattr(result, "config_hash", None)
+        reason = getattr(command, "reason", None)
+        if reason is not None and caller is None:
+            details["reason"] = reason  # carried out by the service itself (an automatic rollback)
         version = getattr(command, "version", None)
         if version is not None:
             details["version"] = version

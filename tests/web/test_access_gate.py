@@ -103,3 +103,23 @@ def test_apply_swaps_the_policy_and_audits_key_changes(tmp_path) -> None:  # typ
     refused, reloaded = g.auditor.log.read_newest(2)  # type: ignore[union-attr]
     assert reloaded["action"] == "keys_reload" and reloaded["details"]["keys"] == 2
     assert refused["action"] == "refused" and refused["target"] == "POST /config/reload"
+
+
+def test_auditor_records_commands_with_caller_outcome_and_automatic_rollbacks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from actors.core.commands import ReloadModel, RollbackOperation
+    from actors.core.errors import NotFound
+    from actors.storage.audit_log import AuditLog
+    from actors.web.audit import Caller
+
+    auditor = Auditor(AuditLog(tmp_path / "audit.jsonl"), clock=lambda: 1764644645.678)
+    key = parse_access(POLICY).key_by_id("eng")
+    auditor.command(ReloadModel("fast"), {"ok": True}, None, Caller(key, "10.0.0.7", "req-1"))
+    auditor.command(ReloadModel("nope"), None, NotFound("model_not_found", "no"), Caller(key, "10.0.0.7"))
+    auditor.command(RollbackOperation("op-3", "breaker open"), None, None, None)
+    automatic, failed, ok = auditor.log.read_newest(3)  # type: ignore[union-attr]
+    assert ok["action"] == "model_reload" and ok["outcome"] == "ok" and ok["key_id"] == "eng"
+    assert ok["workspace"] == "w" and ok["client"] == "10.0.0.7" and ok["request_id"] == "req-1"
+    assert ok["time"] == "2025-12-02T03:04:05.678Z" and ok["target"] == "fast"
+    assert failed["outcome"] == "failed" and failed["details"] == {"error": "model_not_found"}
+    assert automatic["action"] == "rollback" and automatic["key_id"] is None
+    assert automatic["target"] == "op-3" and automatic["details"] == {"reason": "breaker open"}
