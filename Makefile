@@ -9,7 +9,7 @@ DATA_PORT ?= 8001
 # The shared tools checkout (CI clones it beside this repo).
 SHARED ?= ../shared
 
-.PHONY: install models run test lint bench clean container-smoke promtool-check
+.PHONY: install models run test lint bench clean container-smoke promtool-check api-docs
 
 install: $(STAMP)
 
@@ -54,6 +54,10 @@ container-smoke:
 promtool-check:
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
+
+# docs/api.md from the route table in actors/web/openapi.py (also served as GET /openapi.json).
+api-docs: $(STAMP)
+	$(BIN)/python -m actors.web.openapi > docs/api.md
 
 bench: models
 	$(BIN)/python bench/select_model.py

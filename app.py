@@ -36,6 +36,7 @@ from actors import (
 )
 from actors.config_watcher import ConfigWatcher
 from actors.control_bus import ControlBus
+from actors.core.access import AccessConfigError, AccessPolicy
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
@@ -47,12 +48,14 @@ from actors.router import ConfigUpdate, RouterState
 from actors.serving.batcher import Batcher, BatchSettings
 from actors.serving.metrics import Metrics
 from actors.serving.predictor import Predictor
+from actors.storage.access_file import keys_main, read_configured_policy
 from actors.storage.admin_key import read_admin_key
 from actors.storage.config_files import read_config_text, resolve_repository
 from actors.storage.model_repo import list_repository
 from actors.switch_feed import SwitchFeed, Trigger
 from actors.transition_manager import InFlight, Transitions
-from actors.web.data_port import DEFAULT_DATA_PORT, serve_data_port
+from actors.web.access_wiring import start_access
+from actors.web.data_port import DEFAULT_DATA_PORT, serve_data_port, tls_context
 from actors.web.errors import item_body
 from actors.web.server import hypercorn_config, serve_main_port
 from actors.web.service import SERVICE_VERSION, Service, WebSettings
@@ -83,6 +86,9 @@ class Options:
     batch_min_call_us: float = 20.0
     # None: the config's data_plane.port, else DEFAULT_DATA_PORT; 0: no data plane.
     data_port: int | None = 0
+    #: TLS for the main port (both or neither); the data plane takes the same pair.
+    certfile: Path | None = None
+    keyfile: Path | None = None
 
 
 @attrs.frozen
@@ -94,20 +100,21 @@ class Running:
     data_url: str | None = None
 
 
-def load_initial_config(options: Options) -> tuple[RouterConfig, str, Path]:
-    """Parse and fully validate the config before anything starts: fail fast on a bad deploy."""
+def load_initial_config(options: Options) -> tuple[RouterConfig, str, Path, AccessPolicy | None]:
+    """Parse and fully validate the config (and its access file) before anything starts: fail fast."""
     path = options.config
     try:
         text = read_config_text(path)
         draft = parse_config(text)
         repository = resolve_repository(path, draft, options.models)
         config = parse_config(text, known_models=frozenset(list_repository(repository)))
-    except ConfigError as exc:
+        policy = read_configured_policy(path, config.access)
+    except (ConfigError, AccessConfigError) as exc:
         lines = [f"  {d['path']}: {d['message']}" for d in exc.details]
         raise StartupError("\n".join([f"invalid config {path}: {exc.message}", *lines])) from exc
     except (OSError, UnicodeError, ValueError) as exc:
         raise StartupError(f"cannot read config {path}: {exc}") from exc
-    return config, text, repository
+    return config, text, repository, policy
 
 
 def preload_list(options: Options, config: RouterConfig) -> tuple[str, ...]:
@@ -124,7 +131,7 @@ def state_path(options: Options) -> Path:
 
 async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
                 ) -> None:
-    config, text, repository = load_initial_config(options)
+    config, text, repository, policy = load_initial_config(options)
     metrics = Metrics()
     state = RouterState.from_config(config)
     metrics.describe_rules(config)
@@ -176,7 +183,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             transition_manager.run, transitions, transition_recv, cache, health, feed, metrics,
             repository=repository, state_path=state_path(options),
             thresholds=lambda name: state.config.threshold_for(name),
-            on_auto_rollback=lambda op: control.publish(RollbackOperation(op.id, op.reason or "rolled back"))))
+            on_auto_rollback=lambda op: control.automatic(RollbackOperation(op.id, op.reason or "rolled back"))))
         limits = cache_limits(config.settings.max_cached_models, config.settings.model_cache_mb)
         await actors.start("model_cache", partial(
             model_cache.run, repository, limits, metrics, cache, cache_recv,
@@ -196,11 +203,18 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         await actors.start("router", partial(router.run, state, update_recv, metrics,
                                              listeners=(health.rules_applied, cache.rules_applied,
                                                         feed.rules_applied)))
+        gate = await start_access(actors, config_path=options.config, config=config, policy=policy, metrics=metrics,
+                                  outbox=outbox, redis_url=redis_url, admin_key=options.admin_key,
+                                  state_folder=state_path(options).parent, host=options.host)
+        control.audit = gate.auditor.command
+        watcher.access_loader = lambda new: read_configured_policy(options.config, new.access)
+        watcher.access_apply = lambda new, loaded: gate.apply(loaded, new.access.cors_origins)
+        watcher.on_event = partial(gate.auditor.reload_event, options.config)
         await actors.start("config_watcher", partial(
             config_watcher.run, watcher, reload_recv, state, update_send, outbox, metrics,
             repository=repository, initial_text=text))
         service = Service(WebSettings(options.admin_key, options.worker_index), metrics, state, cache, watcher,
-                          outbox, predictor, repository, transitions, health, feed, control)
+                          outbox, predictor, repository, transitions, health, feed, control, gate)
         metrics.track_readiness(lambda: not service.readiness())
         if control.enabled and redis_url:
             await actors.start("control_bus", partial(control_bus.run, control, redis_url))
@@ -208,7 +222,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             nursery.start_soon(stop_on_signals, service.stop)
         http_done = trio.Event()
         http_config = hypercorn_config(options.host, options.port, shared_port=options.workers > 1,
-                                       access_log=options.access_log)
+                                       access_log=options.access_log, certfile=options.certfile,
+                                       keyfile=options.keyfile)
         binds = await nursery.start(serve_main_port, service, http_config, http_done)
         url = binds[0]
         data_done, data_url = trio.Event(), None
@@ -216,8 +231,9 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         if data_port:
             bound = await nursery.start(partial(
                 serve_data_port, service, options.host, data_port, config.data_plane,
-                reuse_port=options.workers > 1, main_port=url.rsplit(":", 1)[-1], done=data_done))
-            data_url = f"http://{options.host}:{bound}"
+                reuse_port=options.workers > 1, main_port=url.rsplit(":", 1)[-1], done=data_done,
+                tls=tls_context(options.certfile, options.keyfile) if options.certfile and options.keyfile else None))
+            data_url = f"{url.split(':', 1)[0]}://{options.host}:{bound}"
         else:
             data_done.set()
         log.info("model-router %s serving %s on %s%s (rules %s, %d rules, repository %s)",
@@ -275,9 +291,14 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--batch-min-call-us", type=float,
                         default=float(environ.get("MODEL_ROUTER_BATCH_MIN_CALL_US", "20")),
                         help="dynamic batching: only for model versions whose single call costs this much")
+    parser.add_argument("--certfile", default=environ.get("MODEL_ROUTER_CERTFILE"),
+                        help="TLS certificate (PEM) for the main port; needs --keyfile")
+    parser.add_argument("--keyfile", default=environ.get("MODEL_ROUTER_KEYFILE"), help="TLS private key (PEM)")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("--certfile and --keyfile go together")
     preload = tuple(n.strip() for n in environ.get("PRELOAD_MODELS", "").split(",") if n.strip())
     options = Options(
         config=Path(args.config).resolve(), host=args.host, port=args.port,
@@ -287,12 +308,16 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         workers=max(1, args.workers), worker_index=args.worker_index,
         batch_max_size=args.batch_max_size, batch_delay_us=max(0.0, args.batch_delay_us),
         batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port,
+        certfile=Path(args.certfile).resolve() if args.certfile else None,
+        keyfile=Path(args.keyfile).resolve() if args.keyfile else None,
     )
     return options, args.log_level
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["keys"]:  # `app.py keys create|list|revoke ...` edits the access file
+        return keys_main(arguments[1:])
     options, level = parse_options(arguments, dict(os.environ))
     prefix = f"w{options.worker_index} " if options.worker_index else ""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
@@ -303,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, str(Path(__file__).resolve()), *arguments]
         return supervise_workers(command, options.workers, options.host, options.port)
     if options.admin_key is None:
-        log.warning("no admin key set: admin endpoints answer 403 (set MODEL_ROUTER_ADMIN_KEY)")
+        log.warning("no admin key set: without an access file, admin endpoints answer 403 "
+                    "(set MODEL_ROUTER_ADMIN_KEY)")
     try:
         trio.run(serve, options)
     except StartupError as exc:

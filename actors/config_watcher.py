@@ -9,6 +9,11 @@ only a config that passes every check replaces the rules in force. A missing,
 unreadable or invalid file keeps the last good rules serving, is logged and recorded,
 and the next change to the file is picked up as usual.
 
+The access file named by the rules' ``access.file`` is part of the same reload: it is
+read and validated together with the rules (and watched like them), and a reload puts
+both in force or neither, so an invalid access file keeps the last good policy (and the
+rules in force), and the history records why, with the path of every problem.
+
 Each attempt is kept in a bounded history (``/stats``, ``/reload/events``) and, when a
 Redis URL is configured, published on ``param.reload``.
 """
@@ -19,13 +24,16 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 import watchfiles
 
 from actors import mailbox
+from actors.core.access import AccessConfigError
 from actors.core.commands import ReloadConfig
 from actors.core.reload_history import ReloadEvent, ReloadHistory
 from actors.core.rules import (
@@ -59,6 +67,17 @@ class ConfigWatcher:
     history: ReloadHistory = attrs.field(factory=ReloadHistory)
     attempts: int = 0
     _recorded: trio.Event = attrs.field(factory=trio.Event)
+    #: Reads and validates the access file a config names (blocking; None: no access control);
+    #: raises AccessConfigError or OSError. Unset: access files are not part of reloads.
+    access_loader: Callable[[RouterConfig], Any] | None = None
+    #: Puts a loaded access policy in force, once the rules of the same reload are.
+    access_apply: Callable[[RouterConfig, Any], None] | None = None
+    #: Told of every recorded attempt (the audit trail).
+    on_event: Callable[[ReloadEvent], None] | None = None
+
+    def access_path(self, config: RouterConfig) -> Path | None:
+        """The access file ``config`` names, when access files are part of reloads."""
+        return config.access.resolve(self.path)[0] if self.access_loader is not None else None
 
     def note(self, event: ReloadEvent) -> None:
         """Called by the actor only: rebind the history and wake anyone waiting for an attempt."""
@@ -98,8 +117,8 @@ class _Watcher:
     repository: Path
     last_good_text: str
 
-    def load_candidate(self, validate: bool) -> tuple[str, RouterConfig, RoutingSnapshot]:
-        """Read, parse, validate and compile (blocking, pure CPU after the read).
+    def load_candidate(self, validate: bool) -> tuple[str, RouterConfig, RoutingSnapshot, Any]:
+        """Read, parse, validate and compile (blocking, pure CPU after the read); and the access file.
 
         Schema errors always reject; with ``reload.validation`` the models it names must
         also exist in the repository.
@@ -107,21 +126,29 @@ class _Watcher:
         text = read_config_text(self.handle.path)
         known = frozenset(list_repository(self.repository)) if validate else None
         config = parse_config(text, known_models=known)
-        return text, config, compile_snapshot(config)
+        loader = self.handle.access_loader
+        policy = loader(config) if loader is not None else None
+        return text, config, compile_snapshot(config), policy
 
     async def attempt(self, trigger: str) -> ReloadEvent:
         started = time.perf_counter()
         validate = self.router.config.reload.validation
         try:
-            text, config, snapshot = await trio.to_thread.run_sync(self.load_candidate, validate)
+            text, config, snapshot, policy = await trio.to_thread.run_sync(self.load_candidate, validate)
         except ConfigError as exc:
             return self.failed(trigger, started, exc.message, tuple(exc.details))
+        except AccessConfigError as exc:
+            where = self.handle.access_path(self.router.config)
+            return self.failed(trigger, started, f"{exc.message} (access file; the last good policy stays)",
+                               tuple({**d, "file": str(where) if where else "access.file"} for d in exc.details))
         except (OSError, UnicodeError, ValueError) as exc:
             return self.failed(trigger, started, f"cannot read {self.handle.path}: {exc}", ())
         update = ConfigUpdate(config, snapshot, started)
         previous = self.router.config
         await self.updates.send(update)
         await update.applied.wait()
+        if self.handle.access_apply is not None:
+            self.handle.access_apply(config, policy)
         latency_ms = (time.perf_counter() - started) * 1000
         event = ReloadEvent(time.time(), True, config.config_hash, len(config.rules), latency_ms,
                             trigger, warnings=config.warnings)
@@ -162,6 +189,8 @@ class _Watcher:
 
     def record(self, event: ReloadEvent) -> None:
         self.handle.note(event)
+        if self.handle.on_event is not None:
+            self.handle.on_event(event)
         self.metrics.reload_duration_ms.observe(event.latency_ms)
         self.metrics.reloads_total.labels(result="success" if event.success else "failure").inc()
         self.outbox.offer(RedisMessage("publish", RELOAD_CHANNEL, event.to_pubsub()))
@@ -247,12 +276,14 @@ async def _watch_signals(router: RouterState, commands: Mailbox,
 
 
 async def _run_triggers(path: Path, settings: ReloadSettings,
-                        commands: Mailbox,
+                        commands: Mailbox, access_path: Path | None = None,
                         *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             if settings.enabled:
                 await nursery.start(_watch_file, path, settings, commands)
+                if access_path is not None:
+                    await nursery.start(_watch_file, access_path, settings, commands)
             task_status.started(scope)
             await trio.sleep_forever()
 
@@ -280,14 +311,17 @@ async def run(
                                "startup", warnings=config.warnings))
     async with updates, commands, trio.open_nursery() as nursery:
         settings = config.reload
+        access_path = handle.access_path(config)
         await nursery.start(_watch_signals, router, handle.commands)
-        triggers = await nursery.start(_run_triggers, handle.path, settings, handle.commands)
+        triggers = await nursery.start(_run_triggers, handle.path, settings, handle.commands, access_path)
         task_status.started()
         async for envelope in commands:
             await mailbox.handle("config_watcher", envelope, watcher.reload)
             current = router.config.reload
-            if (current.enabled, current.debounce_ms) != (settings.enabled, settings.debounce_ms):
+            current_access = handle.access_path(router.config)
+            if ((current.enabled, current.debounce_ms) != (settings.enabled, settings.debounce_ms)
+                    or current_access != access_path):
                 triggers.cancel()
-                triggers = await nursery.start(_run_triggers, handle.path, current, handle.commands)
-            settings = current
+                triggers = await nursery.start(_run_triggers, handle.path, current, handle.commands, current_access)
+            settings, access_path = current, current_access
         nursery.cancel_scope.cancel()

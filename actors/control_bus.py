@@ -40,6 +40,8 @@ MAX_BACKOFF_S = 5.0
 
 # Runs a command in this process (routes it to the actor that owns it) and returns its result.
 Executor = Callable[[Command], Awaitable[Any]]
+# Told of every submitted command: (command, result, error or None, caller as the web layer gave it).
+AuditHook = Callable[[Command, Any, "BaseException | None", Any], None]
 
 
 @attrs.define
@@ -54,12 +56,31 @@ class ControlBus:
     execute: Executor
     enabled: bool = False
     origin: str = attrs.field(factory=lambda: os.urandom(8).hex())
+    #: The audit trail's hook: every submitted command, its outcome and who asked (``caller``).
+    audit: AuditHook | None = None
 
-    async def submit(self, command: Command) -> Any:
-        """Run ``command`` here; once it succeeded, publish it (with its operation id) to the others."""
-        result = await self.execute(command)
+    async def submit(self, command: Command, caller: Any = None) -> Any:
+        """Run ``command`` here; once it succeeded, publish it (with its operation id) to the others.
+
+        ``caller`` (who asked, from the web layer) is passed to the audit hook only: being the
+        single entry point for operator commands makes this the one place to audit them.
+        """
+        try:
+            result = await self.execute(command)
+        except Exception as exc:
+            if self.audit is not None:
+                self.audit(command, None, exc, caller)
+            raise
+        if self.audit is not None:
+            self.audit(command, result, None, caller)
         self.publish(settled(command, result))
         return result
+
+    def automatic(self, command: Command) -> None:
+        """A command this worker already carried out on its own (an automatic rollback): audited, mirrored."""
+        if self.audit is not None:
+            self.audit(command, None, None, None)
+        self.publish(command)
 
     def publish(self, command: Command) -> None:
         if self.enabled:

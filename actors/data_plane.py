@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+from typing import Any
 
 import trio
 
@@ -45,13 +47,16 @@ async def run(
     reuse_port: bool,
     shutdown: trio.Event,
     resolve: Resolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on ``host:port``, report the bound port through ``task_status``, serve until ``shutdown``."""
+    """Listen on ``host:port`` (TLS with ``ssl_context``), report the bound port, serve until ``shutdown``."""
     sock = bind_socket(host, port, reuse_port=reuse_port)
     try:
         sock.listen(limits.listen_backlog)
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        listener: trio.abc.Listener[Any] = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        if ssl_context is not None:
+            listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
     except BaseException:
         sock.close()
         raise

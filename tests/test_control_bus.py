@@ -18,6 +18,7 @@ from actors.core.commands import (
     DeregisterVersion,
     PromoteSwitch,
     ReloadConfig,
+    RollbackOperation,
     SwitchModel,
 )
 from actors.core.errors import Conflict
@@ -127,3 +128,28 @@ def test_subscription_keeps_its_connection_open(redis_server: RedisServer) -> No
         assert redis_server.client().pubsub_numsub(control_bus.CHANNEL) == [(control_bus.CHANNEL, 1)]
     finally:
         subscription.close()
+
+
+async def test_submit_tells_the_audit_hook_with_the_caller_and_outcome() -> None:
+    heard: list[tuple[Any, Any, Any, Any]] = []
+
+    async def execute(command: Any) -> Any:
+        if isinstance(command, AbortSwitch):
+            raise Conflict("not_running", "nothing to abort")
+        return {"done": True}
+
+    bus = ControlBus(RedisOutbox(None, Metrics()), execute, audit=lambda *args: heard.append(args))
+    assert await bus.submit(ReloadConfig("api"), "caller-1") == {"done": True}
+    with pytest.raises(Conflict):
+        await bus.submit(AbortSwitch("op-1"), "caller-2")
+    assert heard[0] == (ReloadConfig("api"), {"done": True}, None, "caller-1")
+    assert heard[1][0] == AbortSwitch("op-1") and isinstance(heard[1][2], Conflict) and heard[1][3] == "caller-2"
+
+
+def test_automatic_commands_are_audited_without_a_caller_then_published() -> None:
+    heard: list[tuple[Any, ...]] = []
+    send, receive = trio.open_memory_channel[RedisMessage](4)
+    bus = ControlBus(RedisOutbox(send, Metrics()), Recorder(), enabled=True, audit=lambda *args: heard.append(args))
+    bus.automatic(RollbackOperation("op-9", "breaker open"))
+    assert heard == [(RollbackOperation("op-9", "breaker open"), None, None, None)]
+    assert receive.statistics().current_buffer_used == 1

@@ -102,7 +102,7 @@ async def run_engine(config: Path, *, models: Path | None = None, state_file: Pa
     """Start the model cache and health monitor actors, build the predictor, report it, run until cancelled."""
     options = app.Options(config=config, models=models, state_file=state_file)
     try:
-        router_config, _text, repository = await trio.to_thread.run_sync(app.load_initial_config, options)
+        router_config, _text, repository, _policy = await trio.to_thread.run_sync(app.load_initial_config, options)
     except app.StartupError as exc:
         raise LocalStartupError(str(exc)) from None
     metrics = Metrics()

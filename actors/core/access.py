@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from actors.core.errors import Forbidden, RouterError, TooManyRequests, Unauthenticated, Unavailable
 from actors.core.rules.problems import DOCUMENT_PATH
 from actors.core.rules.problems import _Problems as _RuleProblems
 from actors.core.rules.yaml_reader import _Invalid, _load_yaml
@@ -304,6 +305,7 @@ ROUTE_ROLES: Final[Mapping[tuple[str, str], RouteAccess]] = {
     ("GET", "/switches/{operation_id}"): Role.READ,
     ("GET", "/health/detailed"): Role.READ,
     ("GET", "/usage"): Role.READ,
+    ("GET", "/openapi.json"): Role.READ,
     ("GET", "/ws/switches"): Role.READ,
     ("POST", "/models/{name}/switch"): Role.OPERATE,
     ("POST", "/models/{name}/rollback"): Role.OPERATE,
@@ -318,6 +320,22 @@ ROUTE_ROLES: Final[Mapping[tuple[str, str], RouteAccess]] = {
     ("GET", "/health/ready"): OPEN,
     ("GET", "/metrics"): OPEN,
 }
+
+
+#: ``spend`` could not reach the budget store and this process holds no lease (503).
+BUDGET_UNAVAILABLE: Final = "budget_unavailable"
+#: No access file and no MODEL_ROUTER_ADMIN_KEY: operate and admin routes are switched off (403).
+ADMIN_DISABLED: Final = "admin_disabled"
+_ERROR_CLASSES: Final[Mapping[str, type[RouterError]]] = {
+    UNAUTHENTICATED: Unauthenticated, FORBIDDEN: Forbidden, MODEL_NOT_ALLOWED: Forbidden,
+    ADMIN_DISABLED: Forbidden, RATE_LIMITED: TooManyRequests, BUDGET_EXHAUSTED: TooManyRequests,
+    BUDGET_UNAVAILABLE: Unavailable,
+}
+
+
+def refusal_error(refusal: Refusal) -> RouterError:
+    """The domain error for a refusal, so it reads like every other error (status chosen by the web layer)."""
+    return _ERROR_CLASSES.get(refusal.code, Forbidden)(refusal.code, refusal.message, refusal.details)
 
 
 def _templates() -> dict[tuple[str, int], list[tuple[tuple[str | None, ...], RouteAccess]]]:

@@ -70,6 +70,10 @@ class Forbidden(RouterError):
     """The caller is known but may not do this (a role it lacks, an admin API switched off)."""
 
 
+class TooManyRequests(RouterError):
+    """The caller is over a limit that frees up with time (a rate limit, a daily budget)."""
+
+
 class Unavailable(RouterError):
     """The service cannot answer now: no model could load, a breaker is open, inference failed."""
 

@@ -52,6 +52,7 @@ class Metrics:
     model_cache_bytes: Gauge = attrs.field(init=False)
     model_load_failures: Counter = attrs.field(init=False)
     redis_dropped: Counter = attrs.field(init=False)
+    access_refusals: Counter = attrs.field(init=False)
     redis_connected: Gauge = attrs.field(init=False)
     switch_total: Counter = attrs.field(init=False)
     switch_triggers_dropped: Counter = attrs.field(init=False)
@@ -122,6 +123,12 @@ class Metrics:
             "model_router_redis_dropped_total",
             "Redis messages dropped because the outbox was full while Redis was unreachable",
             ["kind"],
+            registry=r,
+        )
+        self.access_refusals = Counter(
+            "model_router_access_refusals_total",
+            "Requests refused by access control, by workspace ('-' for none) and outcome code",
+            ["workspace", "code"],
             registry=r,
         )
         self.redis_connected = Gauge(

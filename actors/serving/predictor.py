@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from actors.core.access import ApiKey, model_allowed, model_refusal, refusal_error
 from actors.core.errors import RouterError, TooLarge, Unavailable, bad_request
 from actors.core.features import check_finite_number, feature_row, feature_values
 from actors.core.recent_symbols import SymbolRoute
@@ -208,8 +209,13 @@ class Predictor:
             asset_class=key[0], horizon_bucket=snapshot.bucket_label(bucket), model=selection.model
         ).set(1)
 
-    def attempts(self, request: PredictRequest, selection: Selection | None) -> list[Attempt]:
+    def attempts(self, request: PredictRequest, selection: Selection | None,
+                 principal: ApiKey | None = None) -> list[Attempt]:
         """Who may answer, in order: the assigned version, the stable version, fallbacks.
+
+        With a ``principal`` (a key bound to a workspace), a first choice outside the
+        workspace's allow-list is refused (``model_not_allowed``) and fallbacks outside it
+        are skipped: a request never reaches a model its workspace may not use.
 
         A request naming a version gets exactly that version. Otherwise the model's traffic
         plan assigns a version by the request's key (symbol, else correlation id); if that
@@ -218,6 +224,10 @@ class Predictor:
         default model.
         """
         first, plan = self.primary(request, selection)
+        if principal is not None:
+            refusal = model_refusal(principal, first.name)
+            if refusal is not None:
+                raise refusal_error(refusal)
         if first.why == "explicit":
             return [first]
         chain = [first]
@@ -225,7 +235,8 @@ class Predictor:
             chain.append(Attempt(first.name, plan.stable, "stable"))
         if selection is not None:
             for alternative in (selection.fallback, self.router.config.settings.default_model):
-                if alternative and all(a.name != alternative for a in chain):
+                if alternative and all(a.name != alternative for a in chain) and (
+                        principal is None or model_allowed(principal, alternative)):
                     chain.append(Attempt(alternative, None, "fallback"))
         return chain
 
@@ -354,9 +365,10 @@ class Predictor:
         self.feed.recent.note(attrs.evolve(route, served=self.serving_for(route) or route.served))
 
     async def answer(self, request: PredictRequest, selection: Selection | None, started: float,
-                     skip: frozenset[tuple[str, str]] = frozenset()) -> dict[str, Any]:
+                     skip: frozenset[tuple[str, str]] = frozenset(),
+                     principal: ApiKey | None = None) -> dict[str, Any]:
         """Try each attempt in order; the first that yields a finite prediction answers."""
-        chain = self.attempts(request, selection)
+        chain = self.attempts(request, selection, principal)
         first_error: RouterError | None = None
         position = 0
         while True:
@@ -415,11 +427,12 @@ class Predictor:
             answer["fallback_from"] = resolved.fallback_from
         return answer
 
-    async def predict_one(self, body: Any) -> dict[str, Any]:
+    async def predict_one(self, body: Any, principal: ApiKey | None = None) -> dict[str, Any]:
+        """One request; ``principal`` (the admitted key, None for no checks) limits the models it may reach."""
         started = time.perf_counter()
         request = parse_request(body)
         selection = self.route(request) if request.model_name is None else None
-        return await self.answer(request, selection, started)
+        return await self.answer(request, selection, started, principal=principal)
 
     # -- batches --------------------------------------------------------------------------
 
@@ -435,10 +448,10 @@ class Predictor:
             return None
         return model
 
-    async def first_usable(self, request: PredictRequest,
-                           selection: Selection | None) -> tuple[LoadedModel, str | None]:
+    async def first_usable(self, request: PredictRequest, selection: Selection | None,
+                           principal: ApiKey | None = None) -> tuple[LoadedModel, str | None]:
         """Slow path for a batch item: the same choice as a single request's first usable model."""
-        chain = self.attempts(request, selection)
+        chain = self.attempts(request, selection, principal)
         position, model, error = await self.usable(chain, 0, frozenset())
         if model is None:
             raise error or Unavailable("model_unavailable", "no model could take this request", {})
@@ -446,8 +459,11 @@ class Predictor:
             self.metrics.note_fallback(chain[0].name, error.code if error else "unavailable")
         return model, (chain[0].name if chain[position].name != chain[0].name else None)
 
-    async def predict_batch(self, body: Any) -> dict[str, Any]:
+    async def predict_batch(self, body: Any, principal: ApiKey | None = None) -> dict[str, Any]:
         """Per-item answers in order; items for the same model version run as one call.
+
+        ``principal`` (the admitted key; None for no checks): an item whose model is outside
+        the key's workspace gets its own ``model_not_allowed`` answer naming the model.
 
         Per-item work is only what differs per item (shape checks, routing, the input row,
         the answer); metrics and health observations are updated once per batch or group.
@@ -475,10 +491,14 @@ class Predictor:
                 if request.model_name is None:
                     selection = select(request.asset_class or "", request.horizon_ms or 0.0, request.symbol)
                     routed[selection] += 1
+                if principal is not None:
+                    refusal = model_refusal(principal, request.model_name or selection.model)  # type: ignore[union-attr]
+                    if refusal is not None:
+                        raise refusal_error(refusal)
                 model = self.quick_model(request, selection)
                 fallback_from = None
                 if model is None:
-                    model, fallback_from = await self.first_usable(request, selection)
+                    model, fallback_from = await self.first_usable(request, selection, principal)
                 meta = model.metadata
                 try:
                     row = feature_values(request.features, meta.features, meta.window)
@@ -494,7 +514,7 @@ class Predictor:
             group.add(index, request, selection, row, fallback_from)
         self.count_routes(routed, started)
         for group in groups.values():
-            await self.run_group(group, results, started)
+            await self.run_group(group, results, started, principal)
         failed = sum(1 for r in results if r is not None and "error" in r)
         return {
             "predictions": results,
@@ -507,7 +527,8 @@ class Predictor:
         for selection, count in routed.items():
             self.counters.rule(selection).inc(count)
 
-    async def run_group(self, group: Group, results: list[dict[str, Any] | None], started: float) -> None:
+    async def run_group(self, group: Group, results: list[dict[str, Any] | None], started: float,
+                        principal: ApiKey | None = None) -> None:
         """One interpreter call for the group; rows that fail are retried one by one on the next model."""
         model = group.model
         key = (model.name, model.version)
@@ -568,7 +589,7 @@ class Predictor:
                 index = group.indexes[position]
                 try:
                     results[index] = await self.answer(group.requests[position], group.selections[position],
-                                                       started, skip=frozenset({key}))
+                                                       started, skip=frozenset({key}), principal=principal)
                 except RouterError as error:
                     results[index] = {"index": index, **self.render_error(error)}
 

@@ -29,6 +29,7 @@ from typing import IO, Any, Final
 import yaml
 
 from actors.core.access import ROLE_NAMES, AccessConfigError, AccessPolicy, parse_access
+from actors.core.rules import AccessSettings
 from actors.storage.atomic import atomic_write_bytes
 
 FILE_MODE: Final = 0o600
@@ -44,6 +45,15 @@ class KeysError(Exception):
 def read_policy(path: Path) -> AccessPolicy:
     """Load and validate the access file (blocking): what the service's loader calls."""
     return parse_access(path.read_text(encoding="utf-8"))
+
+
+def read_configured_policy(config_path: Path, settings: AccessSettings) -> AccessPolicy | None:
+    """The policy the rules file's ``access.file`` names (relative to its folder); None without one.
+
+    Raises ``AccessConfigError`` (invalid) or ``OSError`` (unreadable): the caller keeps the old policy.
+    """
+    path, _ = settings.resolve(config_path)
+    return None if path is None else read_policy(path)
 
 
 # --------------------------------------------------------------------------- textual edits

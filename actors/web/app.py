@@ -1,4 +1,8 @@
-"""The Quart-Trio app of the main port: error handlers, the admin guard, the resource routes."""
+"""The Quart-Trio app of the main port: error handlers and the resource routes.
+
+Who may call which route is decided before the app, by the access layer
+(``actors/web/access.py``) that wraps it together with the hot path.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from actors.core.errors import RouterError
-from actors.web.auth import require_admin
 from actors.web.errors import MAX_BODY_BYTES, HttpProtocolError, internal_error, log_error, payload_too_large
 from actors.web.quart_io import error_response
-from actors.web.routes import health, models, rules, switches
+from actors.web.routes import access, api, health, models, rules, switches
 from actors.web.service import SERVICE_NAME, Service
 from actors.web.websockets import stream_predictions, stream_switches
 
@@ -28,7 +31,6 @@ def create_app(service: Service) -> QuartTrio:
     app = QuartTrio(SERVICE_NAME)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
-    admin = require_admin(service)
 
     @app.errorhandler(RouterError)
     async def on_router_error(error: RouterError) -> Response:
@@ -50,8 +52,8 @@ def create_app(service: Service) -> QuartTrio:
     async def on_unexpected(error: Exception) -> Response:
         return error_response(internal_error(_current_path(), error))
 
-    for routes in (models, switches, rules, health):
-        routes.register(app, service, admin)
+    for routes in (models, switches, rules, health, access, api):
+        routes.register(app, service)
 
     @app.websocket("/ws/switches")
     async def ws_switches() -> None:

@@ -23,6 +23,7 @@ from actors.core.errors import (
     NotFound,
     RouterError,
     TooLarge,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
 )
@@ -59,6 +60,7 @@ _STATUS: tuple[tuple[type[RouterError], int], ...] = (
     (Conflict, 409),
     (TooLarge, 413),
     (InvalidInput, 422),
+    (TooManyRequests, 429),
     (Unavailable, 503),
     (DeadlineExceeded, 504),
     (InternalError, 500),

@@ -15,6 +15,7 @@ import orjson
 from quart_trio import QuartTrio
 
 from actors.core.errors import RouterError
+from actors.web.access import scope_key
 from actors.web.bodies import parse_json, read_asgi_body
 from actors.web.errors import MethodNotAllowed, error_payload, internal_error, log_error
 from actors.web.service import Service
@@ -36,19 +37,20 @@ class HotPath:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path = scope.get("path")
         if scope["type"] == "http" and path in HOT_PATHS:
-            await self.predict(path, scope["method"], receive, send)
+            await self.predict(path, scope["method"], receive, send, scope)
         else:
             await self.app(scope, receive, send)
 
-    async def predict(self, path: str, method: str, receive: Receive, send: Send) -> None:
+    async def predict(self, path: str, method: str, receive: Receive, send: Send, scope: dict[str, Any]) -> None:
         headers = JSON_HEADERS
         try:
             if method != "POST":
                 headers = [*JSON_HEADERS, (b"allow", b"POST")]
                 raise MethodNotAllowed(path, method, ("POST",))
             body = parse_json(await read_asgi_body(receive))
-            predictor = self.service.predictor
-            answer = await (predictor.predict_one(body) if path == "/predict" else predictor.predict_batch(body))
+            service = self.service
+            answer = await service.gate.predict(service.predictor, scope_key(scope), body,
+                                                batch=path != "/predict")
             status, payload = 200, orjson.dumps(answer)
         except RouterError as error:
             log_error(f"{method} {path}", error)

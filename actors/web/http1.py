@@ -247,7 +247,7 @@ class _Reject(Exception):
 class _Connection:
     """One client connection: httptools callbacks fill ``ready``; :meth:`run` answers them."""
 
-    def __init__(self, server: _Server, stream: trio.SocketStream) -> None:
+    def __init__(self, server: _Server, stream: trio.abc.Stream) -> None:
         self.server = server
         self.limits = server.limits
         self.max_head = server.limits.max_header_bytes
@@ -495,9 +495,10 @@ def _origin_form(url: bytes) -> bytes:
     return path + b"?" + parsed.query if parsed.query else path
 
 
-def _peer(stream: trio.SocketStream) -> str | None:
+def _peer(stream: trio.abc.Stream) -> str | None:
+    sock = getattr(stream, "transport_stream", stream).socket  # under TLS: the stream below the SSLStream
     try:
-        address = stream.socket.getpeername()
+        address = sock.getpeername()
     except OSError:
         return None
     if isinstance(address, tuple):
@@ -506,12 +507,13 @@ def _peer(stream: trio.SocketStream) -> str | None:
     return str(address) or None
 
 
-async def _linger_close(stream: trio.SocketStream) -> None:
+async def _linger_close(stream: trio.abc.Stream) -> None:
     """Half-close, then discard what the client still sends for a moment, so the kernel does not
     answer unread input with a reset that destroys the error answer in flight."""
     with trio.move_on_after(_LINGER_S):
         try:
-            await stream.send_eof()
+            if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS streams cannot half-close
+                await stream.send_eof()
             discarded = 0
             while discarded < _LINGER_BYTES:
                 data = await stream.receive_some(65536)
@@ -584,7 +586,7 @@ class _Server:
             log.exception("data plane: handler for %s %s failed", request.method, request.path)
             return error_response(500, "internal_error", "the handler failed; see the server log")
 
-    async def handle(self, stream: trio.SocketStream, slots: trio.Semaphore) -> None:
+    async def handle(self, stream: trio.abc.Stream, slots: trio.Semaphore) -> None:
         """Serve one connection to its end; the connection slot is released whatever happens."""
         try:
             connection = _Connection(self, stream)
@@ -631,7 +633,7 @@ class _Server:
                 connection.timer.cancel()
 
 
-async def _accept_loop(listener: trio.SocketListener, server: _Server, slots: trio.Semaphore,
+async def _accept_loop(listener: trio.abc.Listener[Any], server: _Server, slots: trio.Semaphore,
                        connections: trio.Nursery) -> None:
     """Accept only while a connection slot is free: back-pressure lives in the kernel backlog."""
     while True:
@@ -652,7 +654,7 @@ async def _accept_loop(listener: trio.SocketListener, server: _Server, slots: tr
 
 
 async def serve(
-    listeners: Sequence[trio.SocketListener],
+    listeners: Sequence[trio.abc.Listener[Any]],
     routes: Routes,
     limits: Limits | None = None,
     *,
@@ -691,4 +693,4 @@ async def serve(
                         limits.drain_deadline_s)
     finally:
         for listener in listeners:
-            listener.socket.close()
+            getattr(listener, "transport_listener", listener).socket.close()  # under TLS: the one below

@@ -8,6 +8,8 @@ from typing import Any
 from quart import Response, request
 
 from actors.core.errors import RouterError, bad_request
+from actors.web.access import scope_key
+from actors.web.audit import Caller
 from actors.web.bodies import parse_json, parse_optional_object
 from actors.web.errors import http_status
 
@@ -34,3 +36,8 @@ async def request_object(what: str) -> dict[str, Any]:
 
 async def optional_object() -> dict[str, Any]:
     return parse_optional_object(await request.get_data(cache=False))
+
+
+def caller() -> Caller:
+    """Who sent the current request (its admitted key and address): what the audit trail records."""
+    return Caller(scope_key(request.scope), request.remote_addr, request.headers.get("X-Request-ID"))

@@ -1,14 +1,16 @@
-"""The main port: Hypercorn serving the Quart app behind the hot path, on one or many workers."""
+"""The main port: Hypercorn serving the access layer, the hot path and the Quart app, on one or many workers."""
 
 from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from actors.web.access import AccessLayer
 from actors.web.app import create_app
 from actors.web.errors import MAX_BODY_BYTES
 from actors.web.hot_path import HOT_PATHS, HotPath
@@ -27,8 +29,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def hypercorn_config(host: str, port: int, *, shared_port: bool, access_log: bool) -> HypercornConfig:
+def hypercorn_config(host: str, port: int, *, shared_port: bool, access_log: bool,
+                     certfile: Path | None = None, keyfile: Path | None = None) -> HypercornConfig:
     config = HypercornConfig()
+    if certfile is not None and keyfile is not None:
+        config.certfile = str(certfile)
+        config.keyfile = str(keyfile)
     if shared_port:
         sock = listening_socket(host, port)
         sock.set_inheritable(True)
@@ -49,7 +55,8 @@ async def serve_main_port(service: Service, config: HypercornConfig, done: trio.
     """Serve until ``service.stop``; Hypercorn drains in-flight requests before returning."""
     try:
         quart_app = create_app(service)
-        timed = RequestMetrics(HotPath(quart_app, service), service.metrics,
+        # The access layer wraps the hot path and Quart alike; the metrics layer times refusals too.
+        timed = RequestMetrics(AccessLayer(HotPath(quart_app, service), service.gate), service.metrics,
                                RouteTemplates(quart_app.url_map, fixed_routes=HOT_PATHS))
         await hypercorn_serve(timed, config,
                               shutdown_trigger=service.stop.wait, task_status=task_status)

@@ -23,6 +23,7 @@ from actors.serving.metrics import Metrics
 from actors.serving.predictor import Predictor
 from actors.switch_feed import SwitchFeed
 from actors.transition_manager import Transitions
+from actors.web.access import AccessGate
 
 SERVICE_NAME = "model-router"
 SERVICE_VERSION = "0.2.0"
@@ -53,6 +54,7 @@ class Service:
     health: HealthMonitor
     feed: SwitchFeed
     commands: ControlBus
+    gate: AccessGate
     started_at: float = attrs.field(factory=time.time)
     stop: trio.Event = attrs.field(factory=trio.Event)
 

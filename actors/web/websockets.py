@@ -11,8 +11,10 @@ import orjson
 import trio
 from quart import websocket
 
+from actors.core.access import ApiKey
 from actors.core.errors import RouterError
 from actors.switch_feed import STREAM_ID, FeedFilter
+from actors.web.access import scope_key
 from actors.web.bodies import parse_json
 from actors.web.errors import item_body
 from actors.web.service import Service
@@ -78,6 +80,7 @@ async def stream_predictions(service: Service) -> None:
     At most WS_QUEUE messages wait; past that the socket is not read, and TCP pushes back
     on the client. A bad message gets an error answer; the connection stays open.
     """
+    key = scope_key(websocket.scope)
     await websocket.accept()
     inbound_send, inbound_recv = trio.open_memory_channel[bytes | str](WS_QUEUE)
     outbound_send, outbound_recv = trio.open_memory_channel[bytes](WS_QUEUE)
@@ -91,7 +94,7 @@ async def stream_predictions(service: Service) -> None:
                               out: trio.MemorySendChannel[bytes]) -> None:
         async with messages, out:
             async for raw in messages:
-                await out.send(orjson.dumps(await answer_message(service, raw)))
+                await out.send(orjson.dumps(await answer_message(service, raw, key)))
 
     async def write() -> None:
         async with outbound_recv:
@@ -106,15 +109,22 @@ async def stream_predictions(service: Service) -> None:
         await read()
 
 
-async def answer_message(service: Service, raw: bytes | str) -> dict[str, Any]:
-    """One streamed request message's answer (an error answer keeps the connection open)."""
+async def answer_message(service: Service, raw: bytes | str, key: ApiKey) -> dict[str, Any]:
+    """One streamed request message's answer (an error answer keeps the connection open).
+
+    Each message is a request: the key's rate limit, budget and model allow-list apply to it.
+    """
+    gate = service.gate
     try:
         body = parse_json(raw.encode() if isinstance(raw, str) else raw)
         if isinstance(body, list):
             body = {"requests": body}
+        limited = gate.rate_check(key)
+        if limited is not None:
+            raise limited
         if isinstance(body, dict) and "requests" in body:
-            return {"type": "predictions", **await service.predictor.predict_batch(body)}
-        return {"type": "prediction", **await service.predictor.predict_one(body)}
+            return {"type": "predictions", **await gate.predict(service.predictor, key, body, batch=True)}
+        return {"type": "prediction", **await gate.predict(service.predictor, key, body, batch=False)}
     except RouterError as error:
         correlation_id = None
         with contextlib.suppress(orjson.JSONDecodeError):

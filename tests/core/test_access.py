@@ -248,13 +248,13 @@ def test_route_table_covers_every_route_with_the_issue_roles() -> None:
         ("POST", "/switches/op-1/abort"): Role.OPERATE, ("POST", "/switches/op-1/promote"): Role.OPERATE,
         ("POST", "/reload/tlob"): Role.OPERATE, ("POST", "/config/reload"): Role.OPERATE,
         ("POST", "/models"): Role.ADMIN, ("DELETE", "/models/tlob/versions/2"): Role.ADMIN,
-        ("GET", "/audit"): Role.ADMIN,
+        ("GET", "/audit"): Role.ADMIN, ("GET", "/openapi.json"): Role.READ,
         ("GET", "/health"): OPEN, ("GET", "/health/ready"): OPEN, ("GET", "/metrics"): OPEN,
         ("GET", "/nowhere"): ANY_KEY, ("POST", "/models/tlob"): ANY_KEY, ("GET", "/models//versions"): ANY_KEY,
         ("POST", "/switches/op-1/explode"): ANY_KEY,
     }
     assert {case: route_access(*case) for case in cases} == cases
-    assert len(ROUTE_ROLES) == 28
+    assert len(ROUTE_ROLES) == 29
 
 
 def test_route_table_matches_the_apps_routes() -> None:

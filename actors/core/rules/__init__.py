@@ -21,6 +21,7 @@ from actors.core.rules.problems import DOCUMENT_PATH, ConfigError
 from actors.core.rules.schema import RouterConfig, RouterSettings, Rule, Selection
 from actors.core.rules.settings import (
     ALLOWED_SIGNALS,
+    AccessSettings,
     DataPlaneSettings,
     ModelThreshold,
     ReloadSettings,
@@ -36,6 +37,7 @@ __all__ = [
     "DOCUMENT_PATH",
     "MAX_EXPANDED_CHARS",
     "MAX_EXPANDED_NODES",
+    "AccessSettings",
     "ConfigError",
     "DataPlaneSettings",
     "HorizonRange",

@@ -12,7 +12,13 @@ from typing import Any
 import attrs
 
 from actors.core.rules.horizons import HorizonRange
-from actors.core.rules.settings import DataPlaneSettings, ModelThreshold, ReloadSettings, SwitchingSettings
+from actors.core.rules.settings import (
+    AccessSettings,
+    DataPlaneSettings,
+    ModelThreshold,
+    ReloadSettings,
+    SwitchingSettings,
+)
 
 
 @attrs.frozen
@@ -72,6 +78,7 @@ class RouterConfig:
     warnings: tuple[str, ...] = ()
     switching: SwitchingSettings = attrs.field(factory=SwitchingSettings)
     data_plane: DataPlaneSettings = attrs.field(factory=DataPlaneSettings)
+    access: AccessSettings = attrs.field(factory=AccessSettings)
 
     def threshold_for(self, model: str) -> ModelThreshold | None:
         """Thresholds configured for ``model``, or None when it has none."""
@@ -91,6 +98,7 @@ class RouterConfig:
             "reload": attrs.asdict(self.reload),
             "switching": attrs.asdict(self.switching),
             "data_plane": attrs.asdict(self.data_plane),
+            "access": {**attrs.asdict(self.access), "cors_origins": list(self.access.cors_origins)},
             "config_hash": self.config_hash,
             "warnings": list(self.warnings),
         }

@@ -7,6 +7,8 @@ rules, so they are validated in the same pass and reloaded atomically with them.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -62,6 +64,26 @@ class DataPlaneSettings:
     keep_alive_timeout_s: float = 75.0
     max_connections: int = 1024
     max_header_bytes: int = 32 * 1024
+
+
+@attrs.frozen
+class AccessSettings:
+    """The ``access`` section: API keys and tenants (docs/access.md).
+
+    ``file`` and ``audit_file`` are as written (relative paths are resolved against the
+    config file's folder by the caller); ``file`` None means no access control.
+    ``cors_origins`` are exact origins (``https://host[:port]``) browsers may call from.
+    """
+
+    file: str | None = None
+    audit_file: str | None = None
+    cors_origins: tuple[str, ...] = ()
+
+    def resolve(self, config_path: Path) -> tuple[Path | None, Path | None]:
+        """The access and audit files as paths, relative ones against the config file's folder."""
+        folder = config_path.parent
+        return (None if self.file is None else folder / self.file,
+                None if self.audit_file is None else folder / self.audit_file)
 
 
 _THRESHOLD_KEYS = tuple(f.name for f in attrs.fields(ModelThreshold))
@@ -153,3 +175,30 @@ def _parse_data_plane(value: Any, probs: _Problems) -> DataPlaneSettings:
         max_header_bytes=_opt_int(m, "max_header_bytes", path, probs, defaults.max_header_bytes,
                                   lo=1024, hi=1024 * 1024),
     )
+
+
+_ACCESS_KEYS = tuple(f.name for f in attrs.fields(AccessSettings))
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+
+
+def _parse_access(value: Any, probs: _Problems) -> AccessSettings:
+    path = "access"
+    m = _mapping(value, path, probs) or {}
+    _check_keys(m, _ACCESS_KEYS, path, probs)
+    files: dict[str, str | None] = {}
+    for key in ("file", "audit_file"):
+        raw = m.get(key)
+        if raw is not None and (not isinstance(raw, str) or not raw.strip() or "\0" in raw):
+            probs.add(f"{path}.{key}", f"must be a non-empty path string, got {_describe(raw)}")
+            raw = None
+        files[key] = raw
+    origins = m.get("cors_origins") or []
+    if not isinstance(origins, list):
+        probs.add(f"{path}.cors_origins", f"must be a list of origins, got {_describe(origins)}")
+        origins = []
+    for i, origin in enumerate(origins):
+        if not isinstance(origin, str) or not _ORIGIN_RE.match(origin):
+            probs.add(f"{path}.cors_origins[{i}]",
+                      f"must be an exact origin like https://app.example.com[:port], got {_describe(origin)}")
+    return AccessSettings(files["file"], files["audit_file"],
+                          tuple(o for o in origins if isinstance(o, str) and _ORIGIN_RE.match(o)))

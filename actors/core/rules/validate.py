@@ -34,11 +34,17 @@ from actors.core.rules.problems import (
 )
 from actors.core.rules.rule_section import _parse_rules
 from actors.core.rules.schema import RouterConfig, RouterSettings
-from actors.core.rules.settings import _parse_data_plane, _parse_reload, _parse_switching, _parse_thresholds
+from actors.core.rules.settings import (
+    _parse_access,
+    _parse_data_plane,
+    _parse_reload,
+    _parse_switching,
+    _parse_thresholds,
+)
 from actors.core.rules.shadowing import _shadow_warnings
 from actors.core.rules.yaml_reader import _Invalid, _load_yaml
 
-_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "switching", "data_plane", "default_model")
+_TOP_KEYS = ("rules", "config", "model_thresholds", "reload", "switching", "data_plane", "default_model", "access")
 _CONFIG_KEYS = tuple(f.name for f in attrs.fields(RouterSettings))
 
 
@@ -145,6 +151,7 @@ def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) 
     reload_settings = _parse_reload(root.get("reload"), probs)
     switching = _parse_switching(root.get("switching"), probs)
     data_plane = _parse_data_plane(root.get("data_plane"), probs)
+    access = _parse_access(root.get("access"), probs)
     if known_models is not None:
         refs.check(frozenset(known_models), probs)
     if probs.details:
@@ -158,6 +165,7 @@ def _validate(data: Any, probs: _Problems, known_models: frozenset[str] | None) 
         warnings=_shadow_warnings(rules),
         switching=switching,
         data_plane=data_plane,
+        access=access,
     )
 
 

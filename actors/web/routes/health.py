@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from quart import Response
 from quart_trio import QuartTrio
 
@@ -12,7 +10,7 @@ from actors.web.service import Service
 from actors.web.views import detailed_health, health_body, ready_body
 
 
-def register(app: QuartTrio, service: Service, admin: Callable) -> None:
+def register(app: QuartTrio, service: Service) -> None:
     @app.get("/health")
     async def health() -> Response:
         return json_response(health_body(service))

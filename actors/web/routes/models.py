@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -12,12 +11,12 @@ from quart_trio import QuartTrio
 from actors.core.commands import DeregisterVersion, ReloadModel
 from actors.core.errors import not_found
 from actors.transition_manager import register_command
-from actors.web.quart_io import json_response, request_json
+from actors.web.quart_io import caller, json_response, request_json
 from actors.web.service import Service
 from actors.web.views import catalog, describe_model
 
 
-def register(app: QuartTrio, service: Service, admin: Callable) -> None:
+def register(app: QuartTrio, service: Service) -> None:
     async def detail_of(name: str) -> dict[str, Any]:
         models = await catalog(service)
         if name not in models:
@@ -43,17 +42,14 @@ def register(app: QuartTrio, service: Service, admin: Callable) -> None:
                               "versions": detail["versions"]})
 
     @app.post("/reload/<name>")
-    @admin
     async def reload_model(name: str) -> Response:
-        return json_response(await service.commands.submit(ReloadModel(name)))
+        return json_response(await service.commands.submit(ReloadModel(name), caller()))
 
     @app.post("/models")
-    @admin
     async def register_model() -> Response:
         command = register_command(await request_json())
-        return json_response(await service.commands.submit(command), 201)
+        return json_response(await service.commands.submit(command, caller()), 201)
 
     @app.delete("/models/<name>/versions/<version>")
-    @admin
     async def deregister_model(name: str, version: str) -> Response:
-        return json_response(await service.commands.submit(DeregisterVersion(name, version)))
+        return json_response(await service.commands.submit(DeregisterVersion(name, version), caller()))

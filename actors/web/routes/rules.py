@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from actors.core.commands import ReloadConfig
 from actors.core.errors import InvalidInput, bad_request
 from actors.serving.predictor import parse_request
-from actors.web.quart_io import json_response, request_object
+from actors.web.quart_io import caller, json_response, request_object
 from actors.web.service import Service
 
 
-def register(app: QuartTrio, service: Service, admin: Callable) -> None:
+def register(app: QuartTrio, service: Service) -> None:
     @app.get("/rules")
     async def rules() -> Response:
         active = service.router.active
@@ -36,9 +34,8 @@ def register(app: QuartTrio, service: Service, admin: Callable) -> None:
         })
 
     @app.post("/config/reload")
-    @admin
     async def config_reload() -> Response:
-        event = await service.commands.submit(ReloadConfig("api"))
+        event = await service.commands.submit(ReloadConfig("api"), caller())
         if event.success:
             return json_response({"status": "reloaded", "event": event.to_dict()})
         raise InvalidInput("invalid_config", event.error or "reload failed",

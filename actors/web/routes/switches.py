@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from quart import Response
 from quart_trio import QuartTrio
 
 from actors.core.commands import AbortSwitch, PromoteSwitch, RollbackModel, SwitchModel
 from actors.core.errors import bad_request
-from actors.web.quart_io import json_response, optional_object, request_object
+from actors.web.quart_io import caller, json_response, optional_object, request_object
 from actors.web.service import Service
 
 
-def register(app: QuartTrio, service: Service, admin: Callable) -> None:
+def register(app: QuartTrio, service: Service) -> None:
     @app.post("/models/<name>/switch")
-    @admin
     async def switch_model(name: str) -> Response:
         body = await request_object("{version, strategy, ...}")
-        operation = await service.commands.submit(SwitchModel(name, body))
+        operation = await service.commands.submit(SwitchModel(name, body), caller())
         return json_response({"operation_id": operation.id, "operation": operation.to_dict()}, 202)
 
     @app.post("/models/<name>/rollback")
-    @admin
     async def rollback_model(name: str) -> Response:
         version = (await optional_object()).get("version")
-        operation = await service.commands.submit(RollbackModel(name, None if version is None else str(version)))
+        command = RollbackModel(name, None if version is None else str(version))
+        operation = await service.commands.submit(command, caller())
         return json_response({"operation_id": operation.id, "operation": operation.to_dict()}, 202)
 
     @app.get("/switches")
@@ -45,11 +42,10 @@ def register(app: QuartTrio, service: Service, admin: Callable) -> None:
         return json_response(body)
 
     @app.post("/switches/<operation_id>/<any(abort, promote):action>")
-    @admin
     async def switch_stop(operation_id: str, action: str) -> Response:
         """Abort (back to the old version) or promote (on to the new one) a running switch."""
         command = AbortSwitch(operation_id) if action == "abort" else PromoteSwitch(operation_id)
-        operation = await service.commands.submit(command)
+        operation = await service.commands.submit(command, caller())
         return json_response(operation.to_dict())
 
     @app.post("/feedback")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from actors.core.rules import (
@@ -47,3 +49,29 @@ def test_switching_section_defaults_values_and_errors() -> None:
     paths = {d["path"] for d in caught.value.details}
     assert paths == {"switching.breaker_failures", "switching.alert_error_rate", "switching.alert_latency_p95_ms",
                      "switching.min_requests", "switching.extra"}
+
+
+def test_access_section_is_validated_and_resolved_against_the_config_folder() -> None:
+    base = "model_router:\n  rules: []\n  config: {default_model: a}\n"
+    config = parse_config(base + '  access: {file: "access.yml", audit_file: "/var/log/audit.jsonl", '
+                                 'cors_origins: ["https://app.example.com", "http://localhost:3000"]}\n')
+    assert config.access.cors_origins == ("https://app.example.com", "http://localhost:3000")
+    assert config.access.resolve(Path("/etc/router/rules.yml")) == (
+        Path("/etc/router/access.yml"), Path("/var/log/audit.jsonl"))
+    assert config.to_dict()["access"]["file"] == "access.yml"
+    assert parse_config(base).access.resolve(Path("/x/rules.yml")) == (None, None)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(base + '  access: {file: "", cors_origins: ["*", "https://ok.example"], extra: 1}\n')
+    assert {d["path"] for d in raised.value.details} == {"access.file", "access.cors_origins[0]", "access.extra"}
+
+
+def test_data_plane_section_is_validated() -> None:
+    base = "model_router:\n  rules: []\n  config: {default_model: a}\n"
+    config = parse_config(base + "  data_plane: {port: 9001, header_timeout_s: 5, max_connections: 10}\n")
+    assert (config.data_plane.port, config.data_plane.header_timeout_s, config.data_plane.max_connections) == (
+        9001, 5.0, 10)
+    assert parse_config(base).data_plane.port is None
+    with pytest.raises(ConfigError) as raised:
+        parse_config(base + "  data_plane: {port: 70000, keep_alive_timeout_s: -1, max_header_bytes: 10, x: 1}\n")
+    assert {d["path"] for d in raised.value.details} == {
+        "data_plane.port", "data_plane.keep_alive_timeout_s", "data_plane.max_header_bytes", "data_plane.x"}
