@@ -26,6 +26,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from actors.build.tflite_writer import build_mlp_tflite, numpy_forward
 from actors.storage.model_repo import (
     METADATA_FILE,
     MODEL_FILE,
@@ -34,7 +35,6 @@ from actors.storage.model_repo import (
     version_dir,
     write_model_version,
 )
-from actors.build.tflite_writer import build_mlp_tflite, numpy_forward
 
 LABELS = ("SELL", "HOLD", "BUY")
 TRAINING_DATE = "2026-11-01"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.storage.tflite_backend import interpreter_class
 from actors.build.tflite_writer import INPUT_NAME, OUTPUT_NAME, build_mlp_tflite, numpy_forward
+from actors.storage.tflite_backend import interpreter_class
 
 
 def _weights(seed: int = 0, in_dim: int = 6, hidden: int = 10, n_out: int = 3) -> tuple[np.ndarray, ...]:
