@@ -116,8 +116,13 @@ class _Watcher:
             text, config, snapshot = await trio.to_thread.run_sync(self.load_candidate, validate)
         except ConfigError as exc:
             return self.failed(trigger, started, exc.message, tuple(exc.details))
-        except (OSError, UnicodeError, ValueError) as exc:
-            return self.failed(trigger, started, f"cannot read {self.handle.path}: {exc}", ())
+        except OSError as exc:
+            # Events reach /stats, /reload/events and Redis: name the file relative to its folder,
+            # never by the server's absolute path (which str(exc) would repeat).
+            reason = exc.strerror or type(exc).__name__
+            return self.failed(trigger, started, f"cannot read {self.handle.path.name}: {reason}", ())
+        except (UnicodeError, ValueError) as exc:
+            return self.failed(trigger, started, f"cannot read {self.handle.path.name}: {exc}", ())
         update = ConfigUpdate(config, snapshot, started)
         previous = self.router.config
         await self.updates.send(update)

@@ -266,6 +266,8 @@ class _Manager:
     thresholds: Callable[[str], ModelThreshold | None]
     nursery: trio.Nursery
     on_auto_rollback: Callable[[Operation], None] = lambda op: None
+    # The rules (index, description, role) that send requests to a model; see RouterConfig.routes_to.
+    routed_by: Callable[[str], tuple[dict[str, Any], ...]] = lambda name: ()
     dirty: trio.Event = attrs.field(factory=trio.Event)
     wake: dict[str, trio.CancelScope] = attrs.field(factory=dict)
 
@@ -558,7 +560,8 @@ class _Manager:
         if uploaded:
             await self.write_upload(name, version, command)
         elif not (folder / "model.tflite").exists():
-            raise not_found("version_not_found", f"{folder} has no model.tflite; upload it with model_base64",
+            raise not_found("version_not_found", f"{name}/{version} has no model.tflite in the repository; "
+                            "upload it with model_base64",
                             model=name, version=version)
         state = self.handle.view.state
         record = state.record(name)
@@ -591,7 +594,10 @@ class _Manager:
             metadata = parse_metadata(yaml.safe_dump(dict(command.metadata) if command.metadata else None))
         except (binascii.Error, ValueError, MetadataError) as exc:
             raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
-        await trio.to_thread.run_sync(write_model_version, self.repository, name, version, content, metadata)
+        try:
+            await trio.to_thread.run_sync(write_model_version, self.repository, name, version, content, metadata)
+        except MetadataError as exc:  # a sha256 in the metadata that the uploaded bytes do not have
+            raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
 
     async def deregister(self, name: str, version: str) -> dict[str, Any]:
         key = (name, version)
@@ -607,6 +613,15 @@ class _Manager:
                             model=name, version=version)
         state = self.handle.view.state
         record = state.record(name)
+        remaining = [v for v in catalog[name] if v != version and v not in record.deregistered]
+        routes = self.routed_by(name)
+        if routes and not remaining:
+            named = "; ".join("the default model" if r["index"] is None else
+                              f"rule {r['index']} ({r['description'] or 'no description'}) as {r['as']}"
+                              for r in routes)
+            raise Conflict("version_routed", f"{name}@{version} is the last registered version of a model "
+                           f"that routes send requests to: {named}; change those rules first",
+                           {"model": name, "version": version, "rules": list(routes)})
         self.publish(state.with_record(name, attrs.evolve(record, deregistered=record.deregistered | {version})))
         await self.cache.unload(name, version)
         log.info("deregistered %s@%s", name, version)
@@ -643,6 +658,7 @@ async def run(
     state_path: Path,
     thresholds: Callable[[str], ModelThreshold | None],
     on_auto_rollback: Callable[[Operation], None] = lambda op: None,
+    routed_by: Callable[[str], tuple[dict[str, Any], ...]] = lambda name: (),
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Restore state, resume running operations, then serve commands until cancelled."""
@@ -650,7 +666,7 @@ async def run(
     try:
         async with commands, trio.open_nursery() as nursery:
             manager = _Manager(handle, cache, health, feed, metrics, repository, thresholds, nursery,
-                               on_auto_rollback)
+                               on_auto_rollback, routed_by)
             manager.publish(state)
             manager.dirty = trio.Event()
             for plan in handle.view.plans.values():

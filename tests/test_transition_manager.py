@@ -34,12 +34,14 @@ from actors.core.switch_policy import Operation
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
 from actors.model_cache import CacheLimits, CacheRequest, ModelCache
 from actors.redis_bus import disabled_outbox
+from actors.rules import parse_config
 from actors.serving.metrics import Metrics
 from actors.storage import registry_store
 from actors.storage.model_repo import ModelMetadata, version_dir, write_model_version
 from actors.switch_feed import FeedFilter, SwitchFeed, Trigger
 from actors.transition_manager import Command, InFlight, TrafficView, Transitions
 from actors.web.errors import http_status
+from tests.conftest import render_config
 
 FEATURES = ("a", "b", "c")
 LABELS = ("SELL", "HOLD", "BUY")
@@ -86,7 +88,8 @@ class Actors:
 
 
 @asynccontextmanager
-async def running_actors(repo: Path, state_path: Path, *, preload: tuple[str, ...] = ("1",)
+async def running_actors(repo: Path, state_path: Path, *, preload: tuple[str, ...] = ("1",),
+                         routed_by: Callable[[str], tuple[dict[str, Any], ...]] = lambda name: ()
                          ) -> AsyncIterator[Actors]:
     """Start cache, health monitor, switch feed and transition manager like ``app.serve`` does."""
     metrics = Metrics()
@@ -113,7 +116,8 @@ async def running_actors(repo: Path, state_path: Path, *, preload: tuple[str, ..
         await nursery.start(health_monitor.run, health, health_recv)
         await nursery.start(switch_feed.run, feed, trigger_recv, disabled_outbox(metrics), serve)
         await nursery.start(partial(transition_manager.run, transitions, command_recv, cache, health, feed, metrics,
-                                    repository=repo, state_path=state_path, thresholds=lambda name: None))
+                                    repository=repo, state_path=state_path, thresholds=lambda name: None,
+                                    routed_by=routed_by))
         for version in preload:
             await cache.get("fast", version)  # what serves "fast" before any switch
         yield Actors(transitions, cache, health, feed, metrics)
@@ -549,6 +553,25 @@ async def test_deregister_is_refused_for_a_version_in_a_running_switch(repo2: Pa
         await actors.wait_op(op.id, lambda o: o.state == "running")
         await expect_error(actors.transitions.deregister("fast", "2"), 409, "version_serving")
         await expect_error(actors.transitions.deregister("fast", "1"), 409, "version_serving")
+
+
+async def test_deregister_refuses_the_last_version_of_a_routed_model(repo: Path, state_path: Path) -> None:
+    """backup is rule 0's fallback and the default model: its only version stays until another exists."""
+    config = parse_config(render_config(repo))
+    async with running_actors(repo, state_path, routed_by=config.routes_to) as actors:
+        error = await expect_error(actors.transitions.deregister("backup", "1"), 409, "version_routed")
+        assert error.details["rules"] == [
+            {"index": 0, "description": "crypto short", "as": "fallback"},
+            {"index": None, "description": "default model", "as": "default_model"},
+        ]
+        assert "rule 0 (crypto short) as fallback" in error.message and "default model" in error.message
+        error = await expect_error(actors.transitions.deregister("windowed", "1"), 409, "version_routed")
+        assert error.details["rules"] == [{"index": 1, "description": "crypto long", "as": "model"}]
+        assert actors.transitions.excluded("backup") == frozenset()
+        build_random_model(repo, "backup", "2", FEATURES, seed=5)  # another version would remain
+        result = await actors.transitions.deregister("backup", "1")
+        assert result["status"] == "deregistered"
+        await expect_error(actors.transitions.deregister("backup", "2"), 409, "version_routed")
 
 
 # --------------------------------------------------------------------------- persistence
