@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -676,3 +677,44 @@ def test_inflight_counts_are_published_as_a_gauge() -> None:
     inflight.exit(("m", "1"))
     inflight.exit(("m", "1"))
     assert gauge() == 0 and inflight.count(("m", "1")) == 0
+
+
+async def test_every_operator_command_is_on_disk_before_it_is_answered(
+    repo2: Path, state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk (each save takes 50 ms) must not let an answer overtake its write.
+
+    Before, commands were answered at once and a background task wrote the state later, so a
+    kill -9 right after a 202 lost the switch.
+    """
+    completed: list[str] = []
+
+    def slow_save(path: Path, text: str) -> None:
+        time.sleep(0.05)  # stands for a slow disk, not for synchronisation
+        REAL_SAVE(path, text)
+        completed.append(text)
+
+    def on_disk() -> registry_store.RegistryState:
+        return registry_store.decode(completed[-1])
+
+    monkeypatch.setattr(registry_store, "save", slow_save)
+    async with running_actors(repo2, state_path) as actors:
+        op = await actors.transitions.switch("fast", {"version": "2", "strategy": "gradual", "interval_s": 3600})
+        assert op.id in on_disk().operations
+        await actors.wait_op(op.id, lambda o: o.state == "running")
+        aborted = await actors.transitions.abort(op.id)
+        assert on_disk().operations[op.id].state == aborted.state == "aborted"
+        await actors.wait_finished(op.id)
+        second = await actors.transitions.switch("fast", {"version": "2", "strategy": "gradual",
+                                                         "interval_s": 3600})
+        await actors.wait_op(second.id, lambda o: o.state == "running")
+        await actors.transitions.promote(second.id)
+        assert on_disk().operations[second.id].state == "completed"
+        await actors.wait_finished(second.id)
+        back = await actors.transitions.rollback("fast", None)
+        assert back.id in on_disk().operations
+        await actors.wait_finished(back.id)
+        await actors.transitions.deregister("fast", "2")
+        assert on_disk().models["fast"].deregistered == frozenset({"2"})
+        await actors.transitions.register({"name": "fast", "version": "2"})
+        assert on_disk().models["fast"].deregistered == frozenset()
