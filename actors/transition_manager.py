@@ -77,7 +77,9 @@ from actors.switch_feed import SwitchFeed
 
 log = logging.getLogger("model_router.transitions")
 
-MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+# A model travels base64-encoded (4 bytes per 3) inside a JSON body capped at 4 MiB
+# (actors/web/errors.MAX_BODY_BYTES): 3 MiB of model is what fits.
+MAX_UPLOAD_BYTES = 3 * 1024 * 1024
 
 
 @attrs.frozen
