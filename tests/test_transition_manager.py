@@ -9,6 +9,7 @@ switch intervals and drain timeouts.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
@@ -527,6 +528,13 @@ async def test_an_upload_that_does_not_load_is_422_and_its_files_are_removed(rep
                     "model_base64": base64.b64encode(b"x").decode()}
         await expect_error(actors.transitions.register(bad_meta), 422, "invalid_model_upload")
         assert not version_dir(repo, "fast", "6").exists()
+        model = (version_dir(repo, "fast", "1") / "model.tflite").read_bytes()
+        wrong_digest = {"name": "fast", "version": "6", "metadata": {**metadata, "sha256": "0" * 64},
+                        "model_base64": base64.b64encode(model).decode()}
+        error = await expect_error(actors.transitions.register(wrong_digest), 422, "invalid_model_upload")
+        assert "sha256" in error.message and not version_dir(repo, "fast", "6").exists()
+        right = {**wrong_digest, "metadata": {**metadata, "sha256": hashlib.sha256(model).hexdigest()}}
+        assert (await actors.transitions.register(right))["status"] == "registered"
 
 
 async def test_deregister_is_refused_while_serving_and_excludes_the_version_otherwise(
