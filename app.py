@@ -183,6 +183,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             transition_manager.run, transitions, transition_recv, cache, health, feed, metrics,
             repository=repository, state_path=state_path(options),
             thresholds=lambda name: state.config.threshold_for(name),
+            routed_by=lambda name: state.config.routes_to(name),
             on_auto_rollback=lambda op: control.automatic(RollbackOperation(op.id, op.reason or "rolled back"))))
         limits = cache_limits(config.settings.max_cached_models, config.settings.model_cache_mb)
         await actors.start("model_cache", partial(

@@ -139,10 +139,16 @@ class _Watcher:
             return self.failed(trigger, started, exc.message, tuple(exc.details))
         except AccessConfigError as exc:
             where = self.handle.access_path(self.router.config)
+            shown = where.name if where else "access.file"
             return self.failed(trigger, started, f"{exc.message} (access file; the last good policy stays)",
-                               tuple({**d, "file": str(where) if where else "access.file"} for d in exc.details))
-        except (OSError, UnicodeError, ValueError) as exc:
-            return self.failed(trigger, started, f"cannot read {self.handle.path}: {exc}", ())
+                               tuple({**d, "file": shown} for d in exc.details))
+        except OSError as exc:
+            # Events reach /stats, /reload/events and Redis: name the file relative to its folder,
+            # never by the server's absolute path (which str(exc) would repeat).
+            reason = exc.strerror or type(exc).__name__
+            return self.failed(trigger, started, f"cannot read {self.handle.path.name}: {reason}", ())
+        except (UnicodeError, ValueError) as exc:
+            return self.failed(trigger, started, f"cannot read {self.handle.path.name}: {exc}", ())
         update = ConfigUpdate(config, snapshot, started)
         previous = self.router.config
         await self.updates.send(update)

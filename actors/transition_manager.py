@@ -15,8 +15,11 @@ loop. When an operation ends, the version that lost its traffic is marked draini
 unloaded once no request holds it (the in-flight count reaches zero) or after
 ``max_transition_s``, whichever comes first.
 
-State is written to a JSON file after every change (coalesced, atomic), so a restart
-comes back on the same versions and weights, and running operations resume.
+State is written to a JSON file (atomic, fsynced), so a restart comes back on the same
+versions and weights, and running operations resume. An operator command (switch, abort,
+promote, rollback, register, deregister, reload) is written before its answer is sent: a
+202 for a switch means the switch survives a kill -9 right after it. Step updates of running
+operations are written by a background writer that coalesces bursts into one write.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ from actors.switch_feed import SwitchFeed
 
 log = logging.getLogger("model_router.transitions")
 
-MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+# A model travels base64-encoded (4 bytes per 3) inside a JSON body capped at 4 MiB
+# (actors/web/errors.MAX_BODY_BYTES): 3 MiB of model is what fits.
+MAX_UPLOAD_BYTES = 3 * 1024 * 1024
 
 
 @attrs.frozen
@@ -263,7 +268,12 @@ class _Manager:
     thresholds: Callable[[str], ModelThreshold | None]
     nursery: trio.Nursery
     on_auto_rollback: Callable[[Operation], None] = lambda op: None
+    # The rules (index, description, role) that send requests to a model; see RouterConfig.routes_to.
+    routed_by: Callable[[str], tuple[dict[str, Any], ...]] = lambda name: ()
+    state_path: Path | None = None
     dirty: trio.Event = attrs.field(factory=trio.Event)
+    save_lock: trio.Lock = attrs.field(factory=trio.Lock)  # one writer of the state file at a time
+    saved: RegistryState | None = None  # the state last written (compared by identity)
     wake: dict[str, trio.CancelScope] = attrs.field(factory=dict)
 
     # -- publishing ----------------------------------------------------------------------
@@ -311,7 +321,29 @@ class _Manager:
 
     # -- commands ------------------------------------------------------------------------
 
+    async def save(self) -> bool:
+        """Write the current state now (atomic + fsync); False, logged, when the disk refuses."""
+        if self.state_path is None:
+            return True
+        async with self.save_lock:
+            state = self.handle.view.state
+            try:
+                await trio.to_thread.run_sync(registry_store.save, self.state_path, registry_store.encode(state))
+            except OSError as exc:
+                log.error("could not save registry state to %s: %s", self.state_path, exc)
+                self.dirty.set()  # the background writer tries again
+                return False
+            self.saved = state
+        return True
+
     async def apply(self, message: Command | BreakerOpened | _FollowLatest) -> Any:
+        """Run one message; an operator command's change is on disk before its answer goes out."""
+        result = await self.dispatch(message)
+        if isinstance(message, _DURABLE_COMMANDS) and self.handle.view.state is not self.saved:
+            await self.save()
+        return result
+
+    async def dispatch(self, message: Command | BreakerOpened | _FollowLatest) -> Any:
         """One message, matched on its type: the whole command surface of the actor."""
         match message:
             case SwitchModel(model=name, params=body, operation_id=operation_id, reason=cause):
@@ -399,6 +431,7 @@ class _Manager:
         self.publish(state.with_record(name, attrs.evolve(state.record(name), policy=policy)))
         self.put(op, trigger=None)
         log.info("switch %s started (%s): %s %s -> %s, %s", op.id, reason, name, stable, target, params.strategy)
+        await self.save()  # on disk before it is answered, and before it starts to move traffic
         self.nursery.start_soon(self.run_operation, op.id, started_at)
         return op
 
@@ -555,7 +588,8 @@ class _Manager:
         if uploaded:
             await self.write_upload(name, version, command)
         elif not (folder / "model.tflite").exists():
-            raise not_found("version_not_found", f"{folder} has no model.tflite; upload it with model_base64",
+            raise not_found("version_not_found", f"{name}/{version} has no model.tflite in the repository; "
+                            "upload it with model_base64",
                             model=name, version=version)
         state = self.handle.view.state
         record = state.record(name)
@@ -588,7 +622,10 @@ class _Manager:
             metadata = parse_metadata(yaml.safe_dump(dict(command.metadata) if command.metadata else None))
         except (binascii.Error, ValueError, MetadataError) as exc:
             raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
-        await trio.to_thread.run_sync(write_model_version, self.repository, name, version, content, metadata)
+        try:
+            await trio.to_thread.run_sync(write_model_version, self.repository, name, version, content, metadata)
+        except MetadataError as exc:  # a sha256 in the metadata that the uploaded bytes do not have
+            raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
 
     async def deregister(self, name: str, version: str) -> dict[str, Any]:
         key = (name, version)
@@ -604,6 +641,15 @@ class _Manager:
                             model=name, version=version)
         state = self.handle.view.state
         record = state.record(name)
+        remaining = [v for v in catalog[name] if v != version and v not in record.deregistered]
+        routes = self.routed_by(name)
+        if routes and not remaining:
+            named = "; ".join("the default model" if r["index"] is None else
+                              f"rule {r['index']} ({r['description'] or 'no description'}) as {r['as']}"
+                              for r in routes)
+            raise Conflict("version_routed", f"{name}@{version} is the last registered version of a model "
+                           f"that routes send requests to: {named}; change those rules first",
+                           {"model": name, "version": version, "rules": list(routes)})
         self.publish(state.with_record(name, attrs.evolve(record, deregistered=record.deregistered | {version})))
         await self.cache.unload(name, version)
         log.info("deregistered %s@%s", name, version)
@@ -616,16 +662,17 @@ def _remove_version(folder: Path) -> None:
     folder.rmdir()
 
 
-async def _persist(manager: _Manager, path: Path) -> None:
-    """Write the state after changes, coalescing bursts into one write."""
+# Operator commands whose effect is written before they are answered.
+_DURABLE_COMMANDS = (SwitchModel, AbortSwitch, PromoteSwitch, RollbackModel, RollbackOperation, RegisterVersion,
+                     DeregisterVersion, ReloadModel)
+
+
+async def _persist(manager: _Manager) -> None:
+    """Write the state after changes (operation steps, breaker rollbacks), coalescing bursts."""
     while True:
         await manager.dirty.wait()
         manager.dirty = trio.Event()
-        text = registry_store.encode(manager.handle.view.state)
-        try:
-            await trio.to_thread.run_sync(registry_store.save, path, text)
-        except OSError as exc:
-            log.error("could not save registry state to %s: %s", path, exc)
+        await manager.save()
 
 
 async def run(
@@ -640,6 +687,7 @@ async def run(
     state_path: Path,
     thresholds: Callable[[str], ModelThreshold | None],
     on_auto_rollback: Callable[[Operation], None] = lambda op: None,
+    routed_by: Callable[[str], tuple[dict[str, Any], ...]] = lambda name: (),
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Restore state, resume running operations, then serve commands until cancelled."""
@@ -647,7 +695,7 @@ async def run(
     try:
         async with commands, trio.open_nursery() as nursery:
             manager = _Manager(handle, cache, health, feed, metrics, repository, thresholds, nursery,
-                               on_auto_rollback)
+                               on_auto_rollback, routed_by, state_path)
             manager.publish(state)
             manager.dirty = trio.Event()
             for plan in handle.view.plans.values():
@@ -657,7 +705,7 @@ async def run(
                     log.info("resuming switch %s (%s %s -> %s, %s)", op.id, op.model, op.from_version,
                              op.to_version, op.state)
                     nursery.start_soon(manager.run_operation, op.id)
-            nursery.start_soon(_persist, manager, state_path)
+            nursery.start_soon(_persist, manager)
             task_status.started()
             async for envelope in commands:
                 await mailbox.handle("transition_manager", envelope, manager.apply)

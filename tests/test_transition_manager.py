@@ -9,8 +9,10 @@ switch intervals and drain timeouts.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -30,6 +32,7 @@ from actors.core.breaker import BreakerSettings
 from actors.core.commands import ReloadModel
 from actors.core.errors import RouterError
 from actors.core.recent_symbols import SymbolRoute
+from actors.core.rules import parse_config
 from actors.core.switch_policy import Operation
 from actors.health_monitor import BreakerBoard, HealthMessage, HealthMonitor, Observation
 from actors.model_cache import CacheLimits, CacheRequest, ModelCache
@@ -40,6 +43,7 @@ from actors.storage.model_repo import ModelMetadata, version_dir, write_model_ve
 from actors.switch_feed import FeedFilter, SwitchFeed, Trigger
 from actors.transition_manager import Command, InFlight, TrafficView, Transitions
 from actors.web.errors import http_status
+from tests.conftest import render_config
 
 FEATURES = ("a", "b", "c")
 LABELS = ("SELL", "HOLD", "BUY")
@@ -86,7 +90,8 @@ class Actors:
 
 
 @asynccontextmanager
-async def running_actors(repo: Path, state_path: Path, *, preload: tuple[str, ...] = ("1",)
+async def running_actors(repo: Path, state_path: Path, *, preload: tuple[str, ...] = ("1",),
+                         routed_by: Callable[[str], tuple[dict[str, Any], ...]] = lambda name: ()
                          ) -> AsyncIterator[Actors]:
     """Start cache, health monitor, switch feed and transition manager like ``app.serve`` does."""
     metrics = Metrics()
@@ -113,7 +118,8 @@ async def running_actors(repo: Path, state_path: Path, *, preload: tuple[str, ..
         await nursery.start(health_monitor.run, health, health_recv)
         await nursery.start(switch_feed.run, feed, trigger_recv, disabled_outbox(metrics), serve)
         await nursery.start(partial(transition_manager.run, transitions, command_recv, cache, health, feed, metrics,
-                                    repository=repo, state_path=state_path, thresholds=lambda name: None))
+                                    repository=repo, state_path=state_path, thresholds=lambda name: None,
+                                    routed_by=routed_by))
         for version in preload:
             await cache.get("fast", version)  # what serves "fast" before any switch
         yield Actors(transitions, cache, health, feed, metrics)
@@ -522,6 +528,13 @@ async def test_an_upload_that_does_not_load_is_422_and_its_files_are_removed(rep
                     "model_base64": base64.b64encode(b"x").decode()}
         await expect_error(actors.transitions.register(bad_meta), 422, "invalid_model_upload")
         assert not version_dir(repo, "fast", "6").exists()
+        model = (version_dir(repo, "fast", "1") / "model.tflite").read_bytes()
+        wrong_digest = {"name": "fast", "version": "6", "metadata": {**metadata, "sha256": "0" * 64},
+                        "model_base64": base64.b64encode(model).decode()}
+        error = await expect_error(actors.transitions.register(wrong_digest), 422, "invalid_model_upload")
+        assert "sha256" in error.message and not version_dir(repo, "fast", "6").exists()
+        right = {**wrong_digest, "metadata": {**metadata, "sha256": hashlib.sha256(model).hexdigest()}}
+        assert (await actors.transitions.register(right))["status"] == "registered"
 
 
 async def test_deregister_is_refused_while_serving_and_excludes_the_version_otherwise(
@@ -549,6 +562,25 @@ async def test_deregister_is_refused_for_a_version_in_a_running_switch(repo2: Pa
         await actors.wait_op(op.id, lambda o: o.state == "running")
         await expect_error(actors.transitions.deregister("fast", "2"), 409, "version_serving")
         await expect_error(actors.transitions.deregister("fast", "1"), 409, "version_serving")
+
+
+async def test_deregister_refuses_the_last_version_of_a_routed_model(repo: Path, state_path: Path) -> None:
+    """backup is rule 0's fallback and the default model: its only version stays until another exists."""
+    config = parse_config(render_config(repo))
+    async with running_actors(repo, state_path, routed_by=config.routes_to) as actors:
+        error = await expect_error(actors.transitions.deregister("backup", "1"), 409, "version_routed")
+        assert error.details["rules"] == [
+            {"index": 0, "description": "crypto short", "as": "fallback"},
+            {"index": None, "description": "default model", "as": "default_model"},
+        ]
+        assert "rule 0 (crypto short) as fallback" in error.message and "default model" in error.message
+        error = await expect_error(actors.transitions.deregister("windowed", "1"), 409, "version_routed")
+        assert error.details["rules"] == [{"index": 1, "description": "crypto long", "as": "model"}]
+        assert actors.transitions.excluded("backup") == frozenset()
+        build_random_model(repo, "backup", "2", FEATURES, seed=5)  # another version would remain
+        result = await actors.transitions.deregister("backup", "1")
+        assert result["status"] == "deregistered"
+        await expect_error(actors.transitions.deregister("backup", "2"), 409, "version_routed")
 
 
 # --------------------------------------------------------------------------- persistence
@@ -653,3 +685,44 @@ def test_inflight_counts_are_published_as_a_gauge() -> None:
     inflight.exit(("m", "1"))
     inflight.exit(("m", "1"))
     assert gauge() == 0 and inflight.count(("m", "1")) == 0
+
+
+async def test_every_operator_command_is_on_disk_before_it_is_answered(
+    repo2: Path, state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk (each save takes 50 ms) must not let an answer overtake its write.
+
+    Before, commands were answered at once and a background task wrote the state later, so a
+    kill -9 right after a 202 lost the switch.
+    """
+    completed: list[str] = []
+
+    def slow_save(path: Path, text: str) -> None:
+        time.sleep(0.05)  # stands for a slow disk, not for synchronisation
+        REAL_SAVE(path, text)
+        completed.append(text)
+
+    def on_disk() -> registry_store.RegistryState:
+        return registry_store.decode(completed[-1])
+
+    monkeypatch.setattr(registry_store, "save", slow_save)
+    async with running_actors(repo2, state_path) as actors:
+        op = await actors.transitions.switch("fast", {"version": "2", "strategy": "gradual", "interval_s": 3600})
+        assert op.id in on_disk().operations
+        await actors.wait_op(op.id, lambda o: o.state == "running")
+        aborted = await actors.transitions.abort(op.id)
+        assert on_disk().operations[op.id].state == aborted.state == "aborted"
+        await actors.wait_finished(op.id)
+        second = await actors.transitions.switch("fast", {"version": "2", "strategy": "gradual",
+                                                         "interval_s": 3600})
+        await actors.wait_op(second.id, lambda o: o.state == "running")
+        await actors.transitions.promote(second.id)
+        assert on_disk().operations[second.id].state == "completed"
+        await actors.wait_finished(second.id)
+        back = await actors.transitions.rollback("fast", None)
+        assert back.id in on_disk().operations
+        await actors.wait_finished(back.id)
+        await actors.transitions.deregister("fast", "2")
+        assert on_disk().models["fast"].deregistered == frozenset({"2"})
+        await actors.transitions.register({"name": "fast", "version": "2"})
+        assert on_disk().models["fast"].deregistered == frozenset()

@@ -14,7 +14,9 @@ baseline is about 1/3 and the held-out accuracy written to ``metadata.yml`` is m
 Input standardisation is folded into the first layer, so served models take raw features.
 
 Everything is seeded and the training loop is fixed, so a rebuild reproduces identical bytes.
-Run ``python -m actors.build.demo_models --out models [--force]``.
+Run ``python -m actors.build.demo_models --out models [--force]``. A further demo version, for
+trying version switches, is ``--version 2 --model tlob_tiny``: the same recipe trained on
+another seeded market, so its weights and answers differ from version 1.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ import attrs
 import numpy as np
 
 from actors.build.tflite_writer import build_mlp_tflite, numpy_forward
+from actors.core.versions import is_version_name
 from actors.storage.model_repo import (
     METADATA_FILE,
     MODEL_FILE,
     ModelMetadata,
     dump_metadata,
+    file_digest,
     version_dir,
     write_model_version,
 )
@@ -310,36 +314,56 @@ def train_demo(spec: DemoSpec) -> DemoResult:
     return DemoResult(spec, tflite_bytes, metadata, accuracy, baseline)
 
 
-def _unchanged(out: Path, result: DemoResult) -> bool:
-    """True when both files on disk already hold exactly what we would write."""
-    folder = version_dir(out, result.spec.name, DEMO_VERSION)
+def _unchanged(out: Path, result: DemoResult, version: str) -> bool:
+    """True when both files on disk already hold exactly what we would write (sha256 included)."""
+    folder = version_dir(out, result.spec.name, version)
+    expected = attrs.evolve(result.metadata, sha256=file_digest(result.tflite_bytes))
     try:
         same_model = (folder / MODEL_FILE).read_bytes() == result.tflite_bytes
-        same_meta = (folder / METADATA_FILE).read_text(encoding="utf-8") == dump_metadata(result.metadata)
+        same_meta = (folder / METADATA_FILE).read_text(encoding="utf-8") == dump_metadata(expected)
     except (FileNotFoundError, UnicodeDecodeError):
         return False
     return same_model and same_meta
 
 
-def build_demo_repository(
-    out: Path, force: bool = False, report: Callable[[str], None] | None = None
-) -> dict[str, float]:
-    """Train every demo model and write it as version 1 under ``out``; returns name -> accuracy.
+def spec_for_version(spec: DemoSpec, version: str) -> DemoSpec:
+    """Version 1 is the recipe as listed; a later version trains on another seeded market."""
+    if version == DEMO_VERSION:
+        return spec
+    return attrs.evolve(spec, seed=spec.seed + 7919 * (int(version) - 1))
 
-    Up-to-date models are left untouched (no mtime change, so a hot-reload watcher stays quiet)
-    unless ``force`` is set. ``report`` receives one human-readable line per model.
+
+def build_demo_repository(
+    out: Path,
+    force: bool = False,
+    report: Callable[[str], None] | None = None,
+    *,
+    version: str = DEMO_VERSION,
+    models: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Train the demo models (all, or ``models``) and write them as ``version`` under ``out``.
+
+    Returns name -> accuracy. Up-to-date models are left untouched (no mtime change, so a
+    hot-reload watcher stays quiet) unless ``force`` is set. ``report`` receives one
+    human-readable line per model.
     """
     out = Path(out)
+    known = {spec.name: spec for spec in DEMO_SPECS}
+    unknown = sorted(set(models or ()) - set(known))
+    if unknown:
+        raise ValueError(f"no demo model {', '.join(unknown)}; the demo models are {', '.join(known)}")
     accuracies: dict[str, float] = {}
     for spec in DEMO_SPECS:
-        result = train_demo(spec)
-        skip = not force and _unchanged(out, result)
+        if models is not None and spec.name not in models:
+            continue
+        result = train_demo(spec_for_version(spec, version))
+        skip = not force and _unchanged(out, result, version)
         if not skip:
-            write_model_version(out, spec.name, DEMO_VERSION, result.tflite_bytes, result.metadata)
+            write_model_version(out, spec.name, version, result.tflite_bytes, result.metadata)
         accuracies[spec.name] = result.accuracy
         if report is not None:
             report(
-                f"{spec.name} v{DEMO_VERSION}: accuracy {result.accuracy:.4f} "
+                f"{spec.name} v{version}: accuracy {result.accuracy:.4f} "
                 f"(baseline {result.baseline:.4f}, input_dim {result.metadata.input_dim}) "
                 f"{'unchanged' if skip else 'written'}"
             )
@@ -387,8 +411,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the bundled demo TFLite model repository.")
     parser.add_argument("--out", type=Path, default=Path("models"), help="repository root")
     parser.add_argument("--force", action="store_true", help="rewrite files even if unchanged")
+    parser.add_argument("--version", default=DEMO_VERSION, help="version folder to write (default 1)")
+    parser.add_argument("--model", action="append", dest="models", metavar="NAME",
+                        help="build only this demo model (repeatable; default: all)")
     args = parser.parse_args(argv)
-    build_demo_repository(args.out, force=args.force, report=print)
+    if not is_version_name(args.version):
+        parser.error(f"--version must be a positive integer, got {args.version!r}")
+    try:
+        build_demo_repository(args.out, force=args.force, report=print, version=args.version, models=args.models)
+    except ValueError as exc:
+        parser.error(str(exc))
     return 0
 
 

@@ -9,11 +9,16 @@ repository is shared with humans and deployment tools.
 A version folder only counts once its ``model.tflite`` exists: ``write_model_version`` writes
 ``metadata.yml`` first and the model last (each via temp file + ``os.replace``), so a watcher never
 sees a half-written version.
+
+``write_model_version`` records the model file's sha256 in ``metadata.yml``; the loader refuses a
+``model.tflite`` whose bytes no longer match, before the TFLite runtime parses them (a flipped bit
+can make a model that loads and answers wrongly, or crash the runtime).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,9 @@ from actors.storage.atomic import atomic_write_bytes
 MODEL_FILE = "model.tflite"
 METADATA_FILE = "metadata.yml"
 _KNOWN_KEYS = frozenset(
-    {"features", "window", "labels", "training_date", "accuracy", "description", "framework"}
+    {"features", "window", "labels", "training_date", "accuracy", "description", "framework", "sha256"}
 )
+_SHA256_HEX = frozenset("0123456789abcdef")
 
 
 class MetadataError(ValueError):
@@ -91,6 +97,19 @@ def _validate_training_date(_instance: object, _attribute: object, value: str | 
         raise MetadataError(f"training_date: expected a string, got {value!r}")
 
 
+def _validate_sha256(_instance: object, _attribute: object, value: str | None) -> None:
+    """attrs validator for ``sha256``: 64 lowercase hex digits, as ``sha256sum`` prints them."""
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) != 64 or not set(value) <= _SHA256_HEX:
+        raise MetadataError(f"sha256: expected 64 lowercase hex digits, got {value!r}")
+
+
+def file_digest(content: bytes) -> str:
+    """The sha256 recorded for a model file."""
+    return hashlib.sha256(content).hexdigest()
+
+
 @attrs.frozen
 class ModelMetadata:
     """What the router needs to know about a model version besides its weights.
@@ -107,6 +126,8 @@ class ModelMetadata:
     accuracy: float | None = attrs.field(default=None, validator=_validate_accuracy)
     description: str = attrs.field(default="", validator=_validate_text("description", True))
     framework: str = attrs.field(default="tflite", validator=_validate_text("framework", False))
+    # Of model.tflite; None in repositories written before it was recorded (loaded with a warning).
+    sha256: str | None = attrs.field(default=None, validator=_validate_sha256)
 
     @property
     def input_dim(self) -> int:
@@ -115,7 +136,7 @@ class ModelMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-friendly view (lists instead of tuples), in a stable key order."""
-        return {
+        view: dict[str, Any] = {
             "features": list(self.features),
             "window": self.window,
             "labels": list(self.labels),
@@ -124,6 +145,9 @@ class ModelMetadata:
             "description": self.description,
             "framework": self.framework,
         }
+        if self.sha256 is not None:
+            view["sha256"] = self.sha256
+        return view
 
 
 def _string_list(field: str, raw: object) -> tuple[str, ...]:
@@ -164,7 +188,7 @@ def parse_metadata(text: str) -> ModelMetadata:
         "features": _string_list("features", data["features"]),
         "labels": _string_list("labels", data["labels"]),
     }
-    for key in ("window", "accuracy", "description", "framework"):
+    for key in ("window", "accuracy", "description", "framework", "sha256"):
         if key in data:
             kwargs[key] = data[key]
     if "training_date" in data:
@@ -212,7 +236,15 @@ def list_repository(root: Path) -> dict[str, tuple[str, ...]]:
 def write_model_version(
     root: Path, name: str, version: str, tflite_bytes: bytes, metadata: ModelMetadata
 ) -> Path:
-    """Publish one model version atomically; metadata first so the model file marks completion."""
+    """Publish one model version atomically; metadata first so the model file marks completion.
+
+    The metadata written carries the sha256 of ``tflite_bytes``; a ``metadata.sha256`` given by
+    the caller (an upload) must already match them.
+    """
+    digest = file_digest(tflite_bytes)
+    if metadata.sha256 is not None and metadata.sha256 != digest:
+        raise MetadataError(f"sha256: the model bytes hash to {digest}, not {metadata.sha256}")
+    metadata = attrs.evolve(metadata, sha256=digest)
     if not is_version_name(version):
         raise ValueError(f"version must be a positive integer string, got {version!r}")
     if not is_model_name(name):

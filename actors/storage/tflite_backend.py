@@ -15,6 +15,7 @@ bucket size and the output is sliced back, so every ``predict`` is a single ``in
 from __future__ import annotations
 
 import importlib
+import logging
 import struct
 import time
 from pathlib import Path
@@ -23,9 +24,19 @@ from typing import Any
 import attrs
 import numpy as np
 
-from actors.storage.model_repo import METADATA_FILE, MODEL_FILE, MetadataError, ModelMetadata, parse_metadata
+from actors.storage.model_repo import (
+    METADATA_FILE,
+    MODEL_FILE,
+    MetadataError,
+    ModelMetadata,
+    file_digest,
+    parse_metadata,
+)
 
 _INTERPRETER_MODULES = ("tflite_runtime.interpreter", "ai_edge_litert.interpreter")
+
+log = logging.getLogger("model_router.models")
+_warned_unhashed: set[Path] = set()  # version folders already warned about; one line per version
 
 
 class ModelLoadError(Exception):
@@ -359,33 +370,59 @@ class LoadedModel:
         return slot
 
 
-def _read_inputs(version_dir: Path) -> tuple[ModelMetadata, bytes]:
-    """Read metadata and model bytes, translating I/O and parse failures into ModelLoadError."""
+def _read_inputs(version_dir: Path, shown: str) -> tuple[ModelMetadata, bytes]:
+    """Read metadata and model bytes, translating I/O and parse failures into ModelLoadError.
+
+    Reasons name files as ``shown/<file>`` (``<model>/<version>``, relative to the repository):
+    they reach HTTP answers and events, which never carry the server's absolute paths.
+    """
     metadata_path = version_dir / METADATA_FILE
     model_path = version_dir / MODEL_FILE
     try:
         metadata = parse_metadata(metadata_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ModelLoadError(f"missing file {metadata_path}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"cannot read {metadata_path}: {exc}") from exc
+        raise ModelLoadError(f"missing file {shown}/{METADATA_FILE}") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {shown}/{METADATA_FILE}: {exc.strerror or type(exc).__name__}") from exc
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"cannot read {shown}/{METADATA_FILE}: not UTF-8 text") from exc
     except MetadataError as exc:
-        raise ModelLoadError(f"invalid metadata in {metadata_path}: {exc}") from exc
+        raise ModelLoadError(f"invalid metadata in {shown}/{METADATA_FILE}: {exc}") from exc
     try:
         content = model_path.read_bytes()
     except FileNotFoundError as exc:
-        raise ModelLoadError(f"missing file {model_path}") from exc
+        raise ModelLoadError(f"missing file {shown}/{MODEL_FILE}") from exc
     except OSError as exc:
-        raise ModelLoadError(f"cannot read {model_path}: {exc}") from exc
+        raise ModelLoadError(f"cannot read {shown}/{MODEL_FILE}: {exc.strerror or type(exc).__name__}") from exc
     return metadata, content
 
 
-def _check_structure(content: bytes, model_path: Path) -> None:
+def _check_digest(version_dir: Path, metadata: ModelMetadata, content: bytes, shown: str) -> None:
+    """Refuse a model file that is not the one written with its metadata (bit rot, a partial copy).
+
+    Runs before the flatbuffer verifier and the runtime: a corrupted file can pass the
+    verifier and serve wrong answers, or crash the runtime outright. Metadata written before
+    hashes were recorded has none; such a version still loads, with one warning.
+    """
+    if metadata.sha256 is None:
+        if version_dir not in _warned_unhashed:
+            _warned_unhashed.add(version_dir)
+            log.warning("%s/%s has no sha256: %s is loaded unchecked (rebuild or re-register the version "
+                        "to record one)", shown, METADATA_FILE, MODEL_FILE)
+        return
+    digest = file_digest(content)
+    if digest != metadata.sha256:
+        raise ModelLoadError(
+            f"corrupt model {shown}: {MODEL_FILE} does not match the sha256 in {METADATA_FILE} "
+            f"(expected {metadata.sha256[:12]}..., got {digest[:12]}...)")
+
+
+def _check_structure(content: bytes, shown: str) -> None:
     """Verify the flatbuffer before the runtime sees it: the runtime itself would read out of bounds."""
     try:
         verify_flatbuffer(content)
     except ValueError as exc:
-        raise ModelLoadError(f"corrupt flatbuffer {model_path} ({len(content)} bytes): {exc}") from exc
+        raise ModelLoadError(f"corrupt flatbuffer {shown}/{MODEL_FILE} ({len(content)} bytes): {exc}") from exc
 
 
 def _check_io(single: _Slot, metadata: ModelMetadata) -> None:
@@ -418,12 +455,12 @@ def _tensor_bytes(single: _Slot) -> int:
     return total
 
 
-def _build_single(content: bytes, model_path: Path, input_dim: int) -> _Slot:
+def _build_single(content: bytes, shown: str, input_dim: int) -> _Slot:
     """Build the batch-1 interpreter, wrapping runtime errors for corrupt flatbuffers."""
     try:
         return _make_slot(content, 1, input_dim)
     except (ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"corrupt or unsupported flatbuffer {model_path}: {exc}") from exc
+        raise ModelLoadError(f"corrupt or unsupported flatbuffer {shown}/{MODEL_FILE}: {exc}") from exc
 
 
 def _warm_up(model: LoadedModel) -> None:
@@ -443,12 +480,13 @@ def load_model(version_dir: Path, name: str, version: str) -> LoadedModel:
     registry can keep serving the previous version and report why the new one was rejected.
     """
     version_dir = Path(version_dir)
-    metadata, content = _read_inputs(version_dir)
-    model_path = version_dir / MODEL_FILE
+    shown = f"{name}/{version}"
+    metadata, content = _read_inputs(version_dir, shown)
+    _check_digest(version_dir, metadata, content, shown)
     if metadata.framework != "tflite":
         raise ModelLoadError(f"unsupported framework {metadata.framework!r} (only 'tflite' is served)")
-    _check_structure(content, model_path)
-    single = _build_single(content, model_path, metadata.input_dim)
+    _check_structure(content, shown)
+    single = _build_single(content, shown, metadata.input_dim)
     _check_io(single, metadata)
     model = LoadedModel(
         name=name,

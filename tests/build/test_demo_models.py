@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from actors.build.demo_models import (
     HORIZON,
     build_dataset,
     build_demo_repository,
+    main,
     simulate_market,
 )
 from actors.storage.model_repo import METADATA_FILE, MODEL_FILE, list_repository, parse_metadata, version_dir
@@ -74,3 +76,18 @@ def test_rebuild_is_byte_identical(demo_repo: tuple[Path, dict[str, float]], tmp
         for filename in (MODEL_FILE, METADATA_FILE):
             first = (version_dir(out, name, DEMO_VERSION) / filename).read_bytes()
             assert first == (version_dir(tmp_path, name, DEMO_VERSION) / filename).read_bytes()
+
+
+def test_cli_writes_a_second_demo_version_with_its_digest(tmp_path: Path) -> None:
+    """`--version 2 --model tlob_tiny`: the README's way to get a version to switch to."""
+    assert main(["--out", str(tmp_path), "--version", "2", "--model", "tlob_tiny"]) == 0
+    assert list_repository(tmp_path) == {"tlob_tiny": ("2",)}
+    folder = version_dir(tmp_path, "tlob_tiny", "2")
+    meta = parse_metadata((folder / METADATA_FILE).read_text())
+    assert meta.sha256 == hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest()
+    build_demo_repository(tmp_path, models=["tlob_tiny"])
+    first = (version_dir(tmp_path, "tlob_tiny", DEMO_VERSION) / MODEL_FILE).read_bytes()
+    assert first != (folder / MODEL_FILE).read_bytes()  # another seed: another model
+    assert load_model(folder, "tlob_tiny", "2").input_dim == 5
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--model", "no_such_model"])

@@ -193,7 +193,7 @@ def test_service_errors_are_typed(shared_service: ServiceProcess) -> None:
             client.switches(since="1-0")  # refused, not retried: this service has no Redis
     with remote(shared_service.url, admin_key="wrong") as intruder, pytest.raises(Unauthorized) as refused:
         intruder.switch("fast", "1")
-    assert refused.value.to_body()["error"]["code"] == "unauthorized"
+    assert refused.value.to_body()["error"]["code"] == "unauthenticated"
 
 
 def test_switch_progress_feed_and_rollback(service: ServiceProcess) -> None:

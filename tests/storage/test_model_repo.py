@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
+import attrs
 import pytest
 
 from actors.core.versions import latest_version
@@ -119,7 +121,8 @@ def test_write_model_version_is_atomic(tmp_path: Path, monkeypatch: pytest.Monke
     path = write_model_version(tmp_path, "m", "1", b"first", meta)
     assert path == tmp_path / "m" / "1"
     assert (path / MODEL_FILE).read_bytes() == b"first"
-    assert parse_metadata((path / METADATA_FILE).read_text()) == meta
+    digest = hashlib.sha256(b"first").hexdigest()
+    assert parse_metadata((path / METADATA_FILE).read_text()) == attrs.evolve(meta, sha256=digest)
 
     def failing_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
@@ -135,3 +138,19 @@ def test_write_model_version_rejects_bad_version(tmp_path: Path) -> None:
     meta = ModelMetadata(features=("a",), labels=("SELL", "BUY"))
     with pytest.raises(ValueError, match="positive integer"):
         write_model_version(tmp_path, "m", "latest", b"x", meta)
+
+
+def test_write_model_version_refuses_a_sha256_the_bytes_do_not_have(tmp_path: Path) -> None:
+    meta = ModelMetadata(features=("a",), labels=("SELL", "BUY"), sha256="0" * 64)
+    with pytest.raises(MetadataError, match="sha256"):
+        write_model_version(tmp_path, "m", "1", b"x", meta)
+    assert not (tmp_path / "m" / "1" / MODEL_FILE).exists()
+
+
+def test_sha256_round_trips_and_older_metadata_has_none() -> None:
+    assert parse_metadata(GOOD).sha256 is None and "sha256" not in parse_metadata(GOOD).to_dict()
+    digest = hashlib.sha256(b"model").hexdigest()
+    meta = parse_metadata(GOOD + f"sha256: {digest}\n")
+    assert meta.sha256 == digest and parse_metadata(dump_metadata(meta)) == meta
+    with pytest.raises(MetadataError, match="sha256"):
+        parse_metadata(GOOD + "sha256: " + digest.upper() + "\n")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import random
+import re
 from pathlib import Path
 
 import attrs
@@ -83,7 +87,9 @@ def test_missing_metadata_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("keep", [0, 4, 16, 100, 400, -40, -4])
 def test_truncated_file(tmp_path: Path, keep: int) -> None:
+    """The structural verifier, on its own: the version has no sha256 to catch the damage first."""
     folder = build_random_model(tmp_path, "m")
+    _rewrite_metadata(folder, sha256=None)
     content = (folder / MODEL_FILE).read_bytes()
     (folder / MODEL_FILE).write_bytes(content[:keep])
     with pytest.raises(ModelLoadError) as info:
@@ -93,6 +99,7 @@ def test_truncated_file(tmp_path: Path, keep: int) -> None:
 
 def test_garbage_bytes(tmp_path: Path) -> None:
     folder = build_random_model(tmp_path, "m")
+    _rewrite_metadata(folder, sha256=None)
     garbage = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
     (folder / MODEL_FILE).write_bytes(garbage[:4] + b"TFL3" + garbage[8:])
     with pytest.raises(ModelLoadError) as info:
@@ -128,3 +135,64 @@ def test_invalid_metadata_and_framework(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as info:
         load_model(folder, "m", "1")
     assert "unsupported framework" in info.value.reason
+
+
+def test_written_versions_record_the_sha256_of_their_model(tmp_path: Path) -> None:
+    folder = build_random_model(tmp_path, "m")
+    meta = parse_metadata((folder / METADATA_FILE).read_text())
+    assert meta.sha256 == hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest()
+
+
+def test_bit_flipped_copies_are_all_refused_before_the_runtime(tmp_path: Path) -> None:
+    """50 seeded single-bit flips: every one refused by its digest; before, about 1 in 4 served."""
+    folder = build_random_model(tmp_path, "m")
+    original = (folder / MODEL_FILE).read_bytes()
+    rng = random.Random(11)
+    for _ in range(50):
+        bit = rng.randrange(len(original) * 8)
+        flipped = bytearray(original)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        (folder / MODEL_FILE).write_bytes(bytes(flipped))
+        with pytest.raises(ModelLoadError) as info:
+            load_model(folder, "m", "1")
+        assert "model.tflite does not match the sha256 in metadata.yml" in info.value.reason
+        assert str(tmp_path) not in info.value.reason
+    (folder / MODEL_FILE).write_bytes(original)
+    assert load_model(folder, "m", "1").predict(np.zeros((1, 3), dtype=np.float32)).shape == (1, 3)
+
+
+def test_a_crashing_corruption_never_reaches_the_runtime(tmp_path: Path) -> None:
+    """Zeroed bytes that once killed the process with SIGSEGV are refused by the digest, in-process."""
+    folder = build_random_model(tmp_path, "m")
+    data = (folder / MODEL_FILE).read_bytes()
+    (folder / MODEL_FILE).write_bytes(data[:168] + bytes(64) + data[232:])
+    with pytest.raises(ModelLoadError, match="does not match the sha256"):
+        load_model(folder, "m", "1")
+
+
+def test_metadata_without_sha256_loads_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = build_random_model(tmp_path, "m")
+    _rewrite_metadata(folder, sha256=None)
+    assert "sha256" not in (folder / METADATA_FILE).read_text()
+    with caplog.at_level(logging.WARNING, logger="model_router.models"):
+        load_model(folder, "m", "1")
+        load_model(folder, "m", "1")
+    warnings = [r.getMessage() for r in caplog.records if "has no sha256" in r.getMessage()]
+    assert warnings == ["m/1/metadata.yml has no sha256: model.tflite is loaded unchecked "
+                        "(rebuild or re-register the version to record one)"]
+
+
+def test_a_malformed_sha256_is_invalid_metadata(tmp_path: Path) -> None:
+    folder = build_random_model(tmp_path, "m")
+    meta = folder / METADATA_FILE
+    meta.write_text(meta.read_text().replace("sha256: ", "sha256: XYZ"))
+    with pytest.raises(ModelLoadError, match=re.escape("invalid metadata in m/1/metadata.yml: sha256")):
+        load_model(folder, "m", "1")
+
+
+def test_load_errors_name_files_relative_to_the_repository(tmp_path: Path) -> None:
+    folder = build_random_model(tmp_path, "m")
+    (folder / MODEL_FILE).unlink()
+    with pytest.raises(ModelLoadError) as info:
+        load_model(folder, "m", "1")
+    assert info.value.reason == "missing file m/1/model.tflite"

@@ -80,6 +80,21 @@ class RouterConfig:
     data_plane: DataPlaneSettings = attrs.field(factory=DataPlaneSettings)
     access: AccessSettings = attrs.field(factory=AccessSettings)
 
+    def routes_to(self, model: str) -> tuple[dict[str, Any], ...]:
+        """Where requests can be sent to ``model``: rules naming it as model or fallback, and the default.
+
+        Each entry has the rule's ``index`` and ``description`` and the role (``as``); the default
+        model has ``index`` None. Removing the last version of such a model breaks those routes.
+        """
+        found: list[dict[str, Any]] = [
+            {"index": r.index, "description": r.description, "as": "model" if r.model == model else "fallback"}
+            for r in self.rules
+            if model in (r.model, r.fallback)
+        ]
+        if self.settings.default_model == model:
+            found.append({"index": None, "description": "default model", "as": "default_model"})
+        return tuple(found)
+
     def threshold_for(self, model: str) -> ModelThreshold | None:
         """Thresholds configured for ``model``, or None when it has none."""
         for name, threshold in self.thresholds:
