@@ -121,6 +121,13 @@ def state_path(options: Options) -> Path:
     return options.config.parent.parent / "state" / f"{options.config.stem}.state.json"
 
 
+def cursor_path(options: Options) -> Path:
+    """Where this replica's place in the command stream persists: beside its state file, per worker."""
+    state = state_path(options)
+    suffix = f".w{options.worker_index}" if options.worker_index else ""
+    return state.with_name(f"{state.stem}.cursor{suffix}.json")
+
+
 async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
                 ) -> None:
     config, text, repository = load_initial_config(options)
@@ -163,7 +170,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         if redis_url:
             redis_send, redis_recv = trio.open_memory_channel[RedisMessage](4096)
             outbox = RedisOutbox(redis_send, metrics, BusState())
-            control = ControlBus(outbox, execute, enabled=options.workers > 1)
+            control = ControlBus(outbox, execute, enabled=True)
             await actors.start("redis_bus", partial(redis_bus.run, redis_url, redis_recv, metrics,
                                                     state=outbox.state))
         elif options.workers > 1:
@@ -202,7 +209,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
                           outbox, predictor, repository, transitions, health, feed, control)
         metrics.track_readiness(lambda: not service.readiness())
         if control.enabled and redis_url:
-            await actors.start("control_bus", partial(control_bus.run, control, redis_url))
+            await actors.start("control_bus", partial(control_bus.run, control, redis_url,
+                                                      cursor_path=cursor_path(options)))
         if options.handle_signals:
             nursery.start_soon(_stop_on_signals, service.stop)
         http_done = trio.Event()

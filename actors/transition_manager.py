@@ -381,6 +381,9 @@ class _Manager:
     async def start_switch(self, name: str, body: Mapping[str, Any], *, reason: str,
                            operation_id: str | None = None) -> Operation:
         started_at = time.perf_counter()
+        known = self.handle.view.state.operations.get(operation_id) if operation_id else None
+        if known is not None:  # a replayed command: the operation exists here already (exactly once)
+            return known
         running = self.active_operation(name)
         if running is not None:
             raise Conflict("switch_in_progress", f"{name} already has a running switch {running.id}",
