@@ -29,12 +29,14 @@ import attrs
 import trio
 
 from actors import (
+    cluster,
     config_watcher,
     control_bus,
     health_monitor,
     model_cache,
     redis_bus,
     router,
+    rules_store,
     switch_feed,
     transition_manager,
 )
@@ -55,6 +57,7 @@ from actors.storage.config_files import read_config_text, resolve_repository
 from actors.storage.model_repo import list_repository
 from actors.switch_feed import SwitchFeed, Trigger
 from actors.transition_manager import InFlight, Transitions
+from actors.web.cluster_view import replica_report
 from actors.web.errors import item_body
 from actors.web.server import hypercorn_config, serve_main_port
 from actors.web.service import SERVICE_VERSION, Service, WebSettings
@@ -83,6 +86,9 @@ class Options:
     batch_max_size: int = 32
     batch_delay_us: float = 500.0
     batch_min_call_us: float = 20.0
+    rules_source: str = "file"
+    replica_id: str | None = None
+    advertise_url: str | None = None
 
 
 @attrs.frozen
@@ -121,13 +127,6 @@ def state_path(options: Options) -> Path:
     return options.config.parent.parent / "state" / f"{options.config.stem}.state.json"
 
 
-def cursor_path(options: Options) -> Path:
-    """Where this replica's place in the command stream persists: beside its state file, per worker."""
-    state = state_path(options)
-    suffix = f".w{options.worker_index}" if options.worker_index else ""
-    return state.with_name(f"{state.stem}.cursor{suffix}.json")
-
-
 async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
                 ) -> None:
     config, text, repository = load_initial_config(options)
@@ -141,6 +140,9 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
     cache = ModelCache(cache_send, excluded=transitions.excluded)
     reload_send, reload_recv = trio.open_memory_channel[Envelope[Any]](64)
     watcher = ConfigWatcher(options.config, reload_send)
+    if options.rules_source == "redis" and not redis_url:
+        raise StartupError("rules_source redis needs a Redis URL (--redis-url or config.redis_url)")
+    watcher.source = rules_store.source_for(options.rules_source, options.config, redis_url)
     trigger_send, trigger_recv = trio.open_memory_channel[Trigger](1024)
     feed = SwitchFeed(trigger_send, metrics, redis_url=redis_url)
     health_send, health_recv = trio.open_memory_channel[Any](8192)
@@ -205,12 +207,17 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         await actors.start("config_watcher", partial(
             config_watcher.run, watcher, reload_recv, state, update_send, outbox, metrics,
             repository=repository, initial_text=text))
+        rules = rules_store.RulesStore(watcher, state, repository, lambda command: control.submit(command))
+        if options.rules_source == "redis":
+            await actors.start("rules_store", partial(rules_store.run, rules, text))
+        members = cluster.Cluster(options.replica_id or "", dict)
         service = Service(WebSettings(options.admin_key, options.worker_index), metrics, state, cache, watcher,
-                          outbox, predictor, repository, transitions, health, feed, control)
+                          outbox, predictor, repository, transitions, health, feed, control, rules, members)
+        members.describe = partial(replica_report, service)
         metrics.track_readiness(lambda: not service.readiness())
         if control.enabled and redis_url:
             await actors.start("control_bus", partial(control_bus.run, control, redis_url,
-                                                      cursor_path=cursor_path(options)))
+                      cursor_path=control_bus.cursor_file(state_path(options), options.worker_index)))
         if options.handle_signals:
             nursery.start_soon(_stop_on_signals, service.stop)
         http_done = trio.Event()
@@ -218,6 +225,10 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
                                        access_log=options.access_log)
         binds = await nursery.start(serve_main_port, service, http_config, http_done)
         url = binds[0]
+        members.replica_id = members.replica_id or cluster.default_id(url, options.worker_index)
+        members.address = options.advertise_url or url
+        if redis_url:
+            await actors.start("cluster", partial(cluster.run, members, redis_url))
         log.info("model-router %s serving %s on %s (rules %s, %d rules, repository %s)",
                  SERVICE_VERSION, options.config, url, config.config_hash, len(config.rules), repository)
         # Everything built so far lives as long as the process: keep it out of the cyclic
@@ -281,6 +292,11 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--batch-min-call-us", type=float,
                         default=float(environ.get("MODEL_ROUTER_BATCH_MIN_CALL_US", "20")),
                         help="dynamic batching: only for model versions whose single call costs this much")
+    parser.add_argument("--rules-source", choices=("file", "redis"), help="rules document: the file, or Redis",
+                        default=environ.get("MODEL_ROUTER_RULES_SOURCE", "file"))
+    parser.add_argument("--replica-id", default=environ.get("MODEL_ROUTER_REPLICA_ID"), help="id in GET /cluster")
+    parser.add_argument("--advertise-url", default=environ.get("MODEL_ROUTER_ADVERTISE_URL"),
+                        help="this replica's URL in GET /cluster")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
@@ -292,7 +308,8 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         access_log=args.access_log, state_file=Path(args.state_file).resolve() if args.state_file else None,
         workers=max(1, args.workers), worker_index=args.worker_index,
         batch_max_size=args.batch_max_size, batch_delay_us=max(0.0, args.batch_delay_us),
-        batch_min_call_us=max(0.0, args.batch_min_call_us),
+        batch_min_call_us=max(0.0, args.batch_min_call_us), rules_source=args.rules_source,
+        replica_id=args.replica_id, advertise_url=args.advertise_url,
     )
     return options, args.log_level
 

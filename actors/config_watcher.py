@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import attrs
+import redis
 import trio
 import watchfiles
 
@@ -40,8 +41,9 @@ from actors.rules import (
     parse_config,
 )
 from actors.serving.metrics import Metrics
-from actors.storage.config_files import read_config_text, write_backup
+from actors.storage.config_files import write_backup
 from actors.storage.model_repo import list_repository
+from actors.storage.rules_sources import FileRules, RulesSource, text_version
 
 log = logging.getLogger("model_router.config")
 
@@ -58,7 +60,15 @@ class ConfigWatcher:
     commands: Mailbox
     history: ReloadHistory = attrs.field(factory=ReloadHistory)
     attempts: int = 0
+    # Where reloads read the rules (the file unless rules_source is redis), and the
+    # version of the document in force (a digest for the file, the Redis counter else).
+    source: RulesSource | None = None
+    version: str = ""
     _recorded: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def rules_source(self) -> RulesSource:
+        return self.source if self.source is not None else FileRules(self.path)
 
     def note(self, event: ReloadEvent) -> None:
         """Called by the actor only: rebind the history and wake anyone waiting for an attempt."""
@@ -86,6 +96,13 @@ class ConfigWatcher:
         return (await self.reload("call")).success
 
 
+def check_candidate(text: str, repository: Path, validate: bool) -> tuple[RouterConfig, RoutingSnapshot]:
+    """The one validation every rules change goes through (reloads and API writes alike)."""
+    known = frozenset(list_repository(repository)) if validate else None
+    config = parse_config(text, known_models=known)
+    return config, compile_snapshot(config)
+
+
 @attrs.define
 class _Watcher:
     """State owned by the actor task."""
@@ -98,30 +115,31 @@ class _Watcher:
     repository: Path
     last_good_text: str
 
-    def load_candidate(self, validate: bool) -> tuple[str, RouterConfig, RoutingSnapshot]:
+    def load_candidate(self, validate: bool) -> tuple[str, str, RouterConfig, RoutingSnapshot]:
         """Read, parse, validate and compile (blocking, pure CPU after the read).
 
         Schema errors always reject; with ``reload.validation`` the models it names must
         also exist in the repository.
         """
-        text = read_config_text(self.handle.path)
-        known = frozenset(list_repository(self.repository)) if validate else None
-        config = parse_config(text, known_models=known)
-        return text, config, compile_snapshot(config)
+        text, version = self.handle.rules_source.read()
+        config, snapshot = check_candidate(text, self.repository, validate)
+        return text, version, config, snapshot
 
     async def attempt(self, trigger: str) -> ReloadEvent:
         started = time.perf_counter()
         validate = self.router.config.reload.validation
         try:
-            text, config, snapshot = await trio.to_thread.run_sync(self.load_candidate, validate)
+            text, version, config, snapshot = await trio.to_thread.run_sync(self.load_candidate, validate)
         except ConfigError as exc:
             return self.failed(trigger, started, exc.message, tuple(exc.details))
-        except (OSError, UnicodeError, ValueError) as exc:
-            return self.failed(trigger, started, f"cannot read {self.handle.path}: {exc}", ())
+        except (OSError, UnicodeError, ValueError, redis.RedisError) as exc:
+            where = self.handle.path if self.handle.rules_source.kind == "file" else "redis"
+            return self.failed(trigger, started, f"cannot read {where}: {exc}", ())
         update = ConfigUpdate(config, snapshot, started)
         previous = self.router.config
         await self.updates.send(update)
         await update.applied.wait()
+        self.handle.version = version
         latency_ms = (time.perf_counter() - started) * 1000
         event = ReloadEvent(time.time(), True, config.config_hash, len(config.rules), latency_ms,
                             trigger, warnings=config.warnings)
@@ -275,6 +293,7 @@ async def run(
     the first event, trigger "startup".
     """
     watcher = _Watcher(handle, router, updates, outbox, metrics, repository, initial_text)
+    handle.version = handle.version or text_version(initial_text)
     config = router.config
     watcher.record(ReloadEvent(time.time(), True, config.config_hash, len(config.rules), 0.0,
                                "startup", warnings=config.warnings))

@@ -95,6 +95,12 @@ class ControlBus:
             await self._changed.wait()
 
 
+def cursor_file(state_path: Path, worker_index: int = 0) -> Path:
+    """Where a replica's place in the stream persists: beside its state file, one per worker."""
+    suffix = f".w{worker_index}" if worker_index else ""
+    return state_path.with_name(f"{state_path.stem}.cursor{suffix}.json")
+
+
 def make_reader(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=POLL_MS / 1000 + 5,
                                 decode_responses=True)

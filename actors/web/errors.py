@@ -22,9 +22,11 @@ from actors.core.errors import (
     InvalidRequest,
     NotFound,
     RouterError,
+    StaleVersion,
     TooLarge,
     Unauthenticated,
     Unavailable,
+    VersionRequired,
 )
 
 log = logging.getLogger("model_router.web")
@@ -52,6 +54,8 @@ class HttpProtocolError(RouterError):
 # Most specific first: MethodNotAllowed is an InvalidRequest with its own status.
 _STATUS: tuple[tuple[type[RouterError], int], ...] = (
     (MethodNotAllowed, 405),
+    (VersionRequired, 428),
+    (StaleVersion, 412),
     (InvalidRequest, 400),
     (Unauthenticated, 401),
     (Forbidden, 403),

@@ -19,7 +19,8 @@ def register(app: QuartTrio, service: Service, admin: Callable) -> None:
     async def rules() -> Response:
         active = service.router.active
         return json_response({**active.config.to_dict(), "generation": active.generation,
-                              "activated_at": active.activated_at})
+                              "activated_at": active.activated_at, "version": service.rules_version(),
+                              "source": service.rules.source.kind})
 
     @app.post("/route/test")
     async def route_test() -> Response:

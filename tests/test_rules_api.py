@@ -1,0 +1,142 @@
+"""The rules API end to end: versioned writes to the file or to Redis, validated like a reload."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import trio
+import yaml
+
+from tests.conftest import ADMIN_KEY, Harness, RedisServer, render_config, running_app, wait_ready
+
+ADMIN = {"X-Admin-Key": ADMIN_KEY}
+JSON = {**ADMIN, "Content-Type": "application/json"}
+
+
+def document(text: str) -> dict:
+    return yaml.safe_load(text)
+
+
+async def test_put_with_if_match_writes_the_file_and_applies_it(config_path: Path) -> None:
+    async with running_app(config_path) as h:
+        await wait_ready(h)
+        first = (await h.client.get("/rules")).json()
+        assert first["source"] == "file" and first["version"]
+        doc = document(config_path.read_text())
+        doc["model_router"]["rules"][0]["model"] = "backup"
+        missing = await h.client.put("/rules", headers=JSON, content=json.dumps(doc))
+        assert missing.status_code == 428 and missing.json()["error"]["code"] == "version_required"
+        ok = await h.client.put("/rules", headers={**JSON, "If-Match": first["version"]}, content=json.dumps(doc))
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["status"] == "applied"
+        assert document(config_path.read_text())["model_router"]["rules"][0]["model"] == "backup"
+        after = (await h.client.get("/rules")).json()
+        assert after["version"] == ok.json()["version"] != first["version"]
+        assert after["rules"][0]["model"] == "backup"
+        stale = await h.client.put("/rules", headers={**JSON, "If-Match": first["version"]},
+                                   content=json.dumps(doc))
+        assert stale.status_code == 412
+        assert stale.json()["error"]["details"]["current"] == after["version"]
+
+
+async def test_an_invalid_document_is_refused_with_its_problems_and_changes_nothing(config_path: Path) -> None:
+    async with running_app(config_path) as h:
+        await wait_ready(h)
+        before_text = config_path.read_text()
+        version = (await h.client.get("/rules")).json()["version"]
+        doc = document(before_text)
+        doc["model_router"]["rules"][0]["model"] = "no_such_model"
+        r = await h.client.put("/rules", headers={**JSON, "If-Match": version}, content=json.dumps(doc))
+        assert r.status_code == 422
+        problems = r.json()["error"]["details"]["problems"]
+        assert any("no_such_model" in p["message"] for p in problems)
+        assert config_path.read_text() == before_text
+        bad_patch = await h.client.patch("/rules/items/9", headers=JSON, json={"model": "fast"})
+        assert bad_patch.status_code == 422 and bad_patch.json()["error"]["code"] == "invalid_edit"
+        unguarded = await h.client.delete("/rules/items/0")
+        assert unguarded.status_code == 401
+        assert config_path.read_text() == before_text
+
+
+async def test_item_edits_validate_and_export(config_path: Path) -> None:
+    async with running_app(config_path) as h:
+        await wait_ready(h)
+        added = await h.client.post("/rules/items", headers=JSON, json={
+            "match": {"asset_class": "fx", "horizon_ms": "<1000"}, "model": "fast", "priority": 5})
+        assert added.status_code == 201, added.text
+        rules = (await h.client.get("/rules")).json()["rules"]
+        assert [r["match"]["asset_class"] for r in rules] == ["crypto", "crypto", "fx"]
+        patched = await h.client.patch("/rules/items/2", headers=JSON, json={"match": {"horizon_ms": "<2000"}})
+        assert patched.status_code == 200, patched.text
+        assert (await h.client.get("/rules")).json()["rules"][2]["match"]["horizon_ms"] == "<2000"
+        probe = await h.client.post("/route/test", json={"asset_class": "fx", "horizon_ms": 1500})
+        assert probe.json()["model"] == "fast"
+        deleted = await h.client.delete("/rules/items/2", headers=ADMIN)
+        assert deleted.status_code == 200
+        assert len((await h.client.get("/rules")).json()["rules"]) == 2
+        export = await h.client.get("/rules/export")
+        assert export.status_code == 200 and export.headers["ETag"].strip('"') == deleted.json()["version"]
+        doc = document(export.text)
+        doc["model_router"]["rules"][1]["model"] = "backup"
+        dry = await h.client.post("/rules/validate", content=yaml.safe_dump(doc),
+                                  headers={"Content-Type": "application/yaml"})
+        body = dry.json()
+        assert body["valid"] is True
+        assert {(c["asset_class"], c["horizon_bucket"]) for c in body["changes"]} == {
+            ("crypto", "[60000,60000]"), ("crypto", "(60000,+inf)")}
+        assert all(c["to"]["model"] == "backup" for c in body["changes"])
+        assert (await h.client.get("/rules")).json()["rules"][1]["model"] == "windowed"  # dry run only
+        doc["model_router"]["rules"][1]["model"] = "nope"
+        invalid = (await h.client.post("/rules/validate", json=doc)).json()
+        assert invalid["valid"] is False and invalid["errors"]
+        imported = await h.client.post("/rules/import", headers=JSON, content=json.dumps(document(export.text)))
+        assert imported.status_code == 200
+
+
+@asynccontextmanager
+async def replicas(tmp_path: Path, repo: Path, redis: RedisServer, count: int) -> AsyncIterator[list[Harness]]:
+    async with AsyncExitStack() as stack:
+        harnesses = []
+        for i in range(count):
+            folder = tmp_path / f"replica{i}"
+            folder.mkdir()
+            config = folder / "rules.yml"
+            config.write_text(render_config(repo, redis_url=redis.url))
+            harness = await stack.enter_async_context(running_app(
+                config, rules_source="redis", state_file=folder / "state.json", replica_id=f"r{i}"))
+            await wait_ready(harness)
+            harnesses.append(harness)
+        yield harnesses
+
+
+async def test_redis_rules_are_shared_and_compare_and_set(tmp_path: Path, repo: Path,
+                                                         redis_server: RedisServer) -> None:
+    async with replicas(tmp_path, repo, redis_server, 2) as (a, b):
+        va = (await a.client.get("/rules")).json()
+        assert va["source"] == "redis" and va["version"] == "1"
+        assert (await b.client.get("/rules")).json()["version"] == "1"
+        r = await a.client.patch("/rules/items/0", headers={**JSON, "If-Match": "1"}, json={"model": "backup"})
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == "2"
+        with trio.fail_after(2):
+            await b.service.watcher.wait_for_attempt(0)
+            while b.service.rules_version() != "2":
+                await b.service.watcher.wait_for_attempt(b.service.watcher.attempts)
+        assert b.service.router.select("crypto", 100).model == "backup"
+        stale = await b.client.delete("/rules/items/0", headers={**ADMIN, "If-Match": "1"})
+        assert stale.status_code == 412
+        def r1_report(members: dict) -> dict | None:
+            return next((m for m in members["replicas"] if m["id"] == "r1"), None)
+
+        members = (await a.client.get("/cluster")).json()
+        assert members["shared"] is True
+        with trio.fail_after(3):  # the view is at most one heartbeat old
+            while (r1 := r1_report(members)) is None or r1["rules"]["version"] != "2":
+                seen = a.service.cluster.last_heartbeat
+                await a.service.cluster.wait_until(lambda c, s=seen: c.last_heartbeat != s)
+                members = (await a.client.get("/cluster")).json()
+        assert members["count"] == 2 and r1["ready"] is True
+        assert r1["address"] == b.url and "backup@1" in r1["loaded"]
