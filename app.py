@@ -35,6 +35,7 @@ from actors import (
     health_monitor,
     model_cache,
     redis_bus,
+    rollout_leader,
     router,
     rules_store,
     switch_feed,
@@ -44,7 +45,7 @@ from actors.config_watcher import ConfigWatcher
 from actors.control_bus import ControlBus
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
-from actors.lifecycle import ActorGroup
+from actors.lifecycle import ActorGroup, stop_on_signals
 from actors.mailbox import Envelope
 from actors.model_cache import ModelCache, cache_limits
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
@@ -167,6 +168,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
 
     outbox = disabled_outbox(metrics)
     control = ControlBus(outbox, execute)
+    members = cluster.Cluster(options.replica_id or cluster.default_id(options.port, options.worker_index), dict)
+    rollouts = rollout_leader.Rollouts(members)
     async with trio.open_nursery() as nursery:
         actors = ActorGroup(nursery)
         if redis_url:
@@ -175,6 +178,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             control = ControlBus(outbox, execute, enabled=True)
             await actors.start("redis_bus", partial(redis_bus.run, redis_url, redis_recv, metrics,
                                                     state=outbox.state))
+            rollouts.bus = control
+            await actors.start("rollout_leader", partial(rollout_leader.run, rollouts, redis_url))
         elif options.workers > 1:
             log.warning("%d workers without Redis: operator commands reach only the worker that takes them",
                         options.workers)
@@ -184,7 +189,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             transition_manager.run, transitions, transition_recv, cache, health, feed, metrics,
             repository=repository, state_path=state_path(options),
             thresholds=lambda name: state.config.threshold_for(name),
-            on_auto_rollback=lambda op: control.publish(RollbackOperation(op.id, op.reason or "rolled back"))))
+            on_auto_rollback=lambda op: control.publish(RollbackOperation(op.id, op.reason or "rolled back")),
+            rollouts=rollouts))
         limits = cache_limits(config.settings.max_cached_models, config.settings.model_cache_mb)
         await actors.start("model_cache", partial(
             model_cache.run, repository, limits, metrics, cache, cache_recv,
@@ -210,22 +216,21 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         rules = rules_store.RulesStore(watcher, state, repository, lambda command: control.submit(command))
         if options.rules_source == "redis":
             await actors.start("rules_store", partial(rules_store.run, rules, text))
-        members = cluster.Cluster(options.replica_id or "", dict)
         service = Service(WebSettings(options.admin_key, options.worker_index), metrics, state, cache, watcher,
-                          outbox, predictor, repository, transitions, health, feed, control, rules, members)
+                          outbox, predictor, repository, transitions, health, feed, control, rules, members,
+                          rollouts)
         members.describe = partial(replica_report, service)
         metrics.track_readiness(lambda: not service.readiness())
         if control.enabled and redis_url:
             await actors.start("control_bus", partial(control_bus.run, control, redis_url,
                       cursor_path=control_bus.cursor_file(state_path(options), options.worker_index)))
         if options.handle_signals:
-            nursery.start_soon(_stop_on_signals, service.stop)
+            nursery.start_soon(stop_on_signals, service.stop)
         http_done = trio.Event()
         http_config = hypercorn_config(options.host, options.port, shared_port=options.workers > 1,
                                        access_log=options.access_log)
         binds = await nursery.start(serve_main_port, service, http_config, http_done)
         url = binds[0]
-        members.replica_id = members.replica_id or cluster.default_id(url, options.worker_index)
         members.address = options.advertise_url or url
         if redis_url:
             await actors.start("cluster", partial(cluster.run, members, redis_url))
@@ -243,14 +248,6 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         await actors.stop_all()
         nursery.cancel_scope.cancel()
     log.info("model-router stopped")
-
-
-async def _stop_on_signals(stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s: draining HTTP, then stopping actors", signal.Signals(signum).name)
-            stop.set()
-            return
 
 
 # ------------------------------------------------------------------- CLI ----

@@ -14,7 +14,10 @@ Layout (read top to bottom; each layer imports only the ones below it):
                            health_monitor      windows, breakers, feedback
                            switch_feed         switch events to Redis and WebSockets
                            redis_bus           the one Redis connection, buffered
-                           control_bus         operator commands mirrored to workers
+                           control_bus         operator commands on a Redis stream, replayed
+                           cluster             heartbeats and the live replicas (GET /cluster)
+                           rules_store         the rules as versioned data (file or Redis)
+                           rollout_leader      one leader per rollout: lease, fencing, gate
     actors/mailbox.py    ask()/tell() and the supervision rule every actor follows
     actors/lifecycle.py  start actors in order, stop them in reverse
     actors/serving/      the request path both ports share: predictor, batcher, metrics
@@ -53,6 +56,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "run_redis_bus": ("actors.redis_bus", "run"),
     "ControlBus": ("actors.control_bus", "ControlBus"),
     "run_control_bus": ("actors.control_bus", "run"),
+    "Cluster": ("actors.cluster", "Cluster"),
+    "run_cluster": ("actors.cluster", "run"),
+    "RulesStore": ("actors.rules_store", "RulesStore"),
+    "run_rules_store": ("actors.rules_store", "run"),
+    "Rollouts": ("actors.rollout_leader", "Rollouts"),
+    "run_rollout_leader": ("actors.rollout_leader", "run"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -67,10 +68,13 @@ class Cluster:
             await self._changed.wait()
 
 
-def default_id(url: str, worker_index: int = 0) -> str:
-    """``hostname:port`` (plus ``/w<index>`` for one of ``--workers N``): stable across restarts."""
-    port = url.rsplit(":", 1)[1]
-    return f"{socket.gethostname()}:{port}" + (f"/w{worker_index}" if worker_index else "")
+def default_id(port: int, worker_index: int = 0) -> str:
+    """``hostname:port`` (plus ``/w<index>`` for one of ``--workers N``): stable across restarts.
+
+    With port 0 (a free port picked at bind time) the process id stands in for the port.
+    """
+    where = str(port) if port else f"pid{os.getpid()}"
+    return f"{socket.gethostname()}:{where}" + (f"/w{worker_index}" if worker_index else "")
 
 
 def beat(client: redis.Redis, report: dict[str, Any]) -> tuple[Report, ...]:

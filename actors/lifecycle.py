@@ -8,6 +8,7 @@ and waits for each, so an actor never outlives one it depends on.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,3 +46,12 @@ class ActorGroup:
             scope.cancel()
             await done.wait()
             log.debug("actor %s stopped", name)
+
+
+async def stop_on_signals(stop: trio.Event) -> None:
+    """SIGINT or SIGTERM: set ``stop`` (the service drains HTTP, then stops the actors)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: draining HTTP, then stopping actors", signal.Signals(signum).name)
+            stop.set()
+            return

@@ -9,7 +9,6 @@ differently": every (asset class, horizon bucket) pair whose model differs.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +50,15 @@ def dump(document: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True)
 
 
+def _copy(value: Any) -> Any:
+    """A deep copy of YAML data (mappings, lists, scalars), so edits never touch their input."""
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
 def _rules(document: Mapping[str, Any]) -> list[Any]:
     rules = document[ROOT].get("rules")
     if rules is None:
@@ -61,7 +69,7 @@ def _rules(document: Mapping[str, Any]) -> list[Any]:
 
 
 def _with_rules(document: Mapping[str, Any], rules: list[Any]) -> dict[str, Any]:
-    result = copy.deepcopy(dict(document))
+    result = _copy(dict(document))
     result[ROOT]["rules"] = rules
     return result
 
@@ -80,7 +88,7 @@ def _item(item: Any) -> dict[str, Any]:
 
 def add_item(document: Mapping[str, Any], item: Any, index: int | None = None) -> dict[str, Any]:
     """A rule appended (or inserted at ``index``)."""
-    rules = copy.deepcopy(_rules(document))
+    rules = _copy(_rules(document))
     position = len(rules) if index is None else index
     _check_index(rules, position, allow_end=True)
     rules.insert(position, _item(item))
@@ -89,7 +97,7 @@ def add_item(document: Mapping[str, Any], item: Any, index: int | None = None) -
 
 def patch_item(document: Mapping[str, Any], index: int, changes: Any) -> dict[str, Any]:
     """Rule ``index`` with ``changes`` merged in (``match`` merged key by key; null removes a key)."""
-    rules = copy.deepcopy(_rules(document))
+    rules = _copy(_rules(document))
     _check_index(rules, index)
     rule = rules[index]
     if not isinstance(rule, dict):
@@ -106,7 +114,7 @@ def patch_item(document: Mapping[str, Any], index: int, changes: Any) -> dict[st
 
 
 def delete_item(document: Mapping[str, Any], index: int) -> dict[str, Any]:
-    rules = copy.deepcopy(_rules(document))
+    rules = _copy(_rules(document))
     _check_index(rules, index)
     del rules[index]
     return _with_rules(document, rules)

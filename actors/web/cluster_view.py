@@ -33,4 +33,8 @@ def replica_report(service: Service) -> dict[str, Any]:
         "failures": {f"{n}@{v}": reason for (n, v), reason in cache.failures.items()},
         "catalog": {name: list(vs) for name, vs in cache.catalog.items()},
         "stream_position": service.commands.cursor.last_id,
+        "health": {f"{op['model']}@{op['to_version']}": service.health.snapshot(op["model"], op["to_version"]
+                                                                                 ).to_dict()
+                   for op in operations},
+        "rollouts": service.rollouts.describe(),
     }

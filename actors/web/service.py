@@ -19,6 +19,7 @@ from actors.control_bus import ControlBus
 from actors.health_monitor import HealthMonitor
 from actors.model_cache import ModelCache
 from actors.redis_bus import RedisOutbox
+from actors.rollout_leader import Rollouts
 from actors.router import RouterState
 from actors.rules_store import RulesStore
 from actors.serving.metrics import Metrics
@@ -57,6 +58,7 @@ class Service:
     commands: ControlBus
     rules: RulesStore
     cluster: Cluster
+    rollouts: Rollouts
     started_at: float = attrs.field(factory=time.time)
     stop: trio.Event = attrs.field(factory=trio.Event)
 
