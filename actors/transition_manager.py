@@ -413,7 +413,7 @@ class _Manager:
         stable = _stable_version(self, name)
         if stable is None:
             stable = (await self.cache.get(name)).version
-        if stable == target:
+        if stable == target and operation_id is None:  # replayed: record it anyway, it completes at once
             raise Conflict("already_serving", f"{name}@{target} already serves all traffic",
                            {"model": name, "version": target})
         op = new_operation(operation_id or f"sw-{uuid.uuid4().hex[:12]}", name, stable, target, params, time.time(),
