@@ -64,6 +64,7 @@ class ConfigWatcher:
     # version of the document in force (a digest for the file, the Redis counter else).
     source: RulesSource | None = None
     version: str = ""
+    text: str = ""  # the document in force (a Redis source that lost it is re-seeded with it)
     _recorded: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -139,7 +140,7 @@ class _Watcher:
         previous = self.router.config
         await self.updates.send(update)
         await update.applied.wait()
-        self.handle.version = version
+        self.handle.version, self.handle.text = version, text
         latency_ms = (time.perf_counter() - started) * 1000
         event = ReloadEvent(time.time(), True, config.config_hash, len(config.rules), latency_ms,
                             trigger, warnings=config.warnings)
@@ -294,6 +295,7 @@ async def run(
     """
     watcher = _Watcher(handle, router, updates, outbox, metrics, repository, initial_text)
     handle.version = handle.version or text_version(initial_text)
+    handle.text = handle.text or initial_text
     config = router.config
     watcher.record(ReloadEvent(time.time(), True, config.config_hash, len(config.rules), 0.0,
                                "startup", warnings=config.warnings))

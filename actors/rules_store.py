@@ -131,9 +131,11 @@ def source_for(kind: str, config_path: Path, redis_url: str | None) -> RulesSour
 async def _converge(store: RulesStore, source: RedisRules, tried: str | None) -> str | None:
     """Apply Redis's newest version if this replica does not serve it (once per version)."""
     version = await trio.to_thread.run_sync(source.version)
-    if version is None:  # Redis lost the document (restarted without persistence): seed it again
-        text, _ = await trio.to_thread.run_sync(FileRules(store.watcher.path).read)
-        version = await trio.to_thread.run_sync(source.seed, text)
+    if version is None:  # Redis lost the document (restarted without persistence): put ours back
+        current = store.version
+        after = int(current) + 1 if current.isdigit() else 1  # versions keep increasing
+        version = await trio.to_thread.run_sync(source.seed, store.watcher.text, after)
+        log.warning("the rules document was missing from redis; restored the one in force as version %s", version)
     if version == store.version or version == tried:
         return tried
     event = await store.watcher.reload("redis")

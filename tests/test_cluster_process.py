@@ -293,6 +293,7 @@ async def test_redis_restarted_mid_rollout_loses_nothing(tmp_path: Path, repo: P
         for replica in replicas:
             await until(lambda rep=replica: _is_running(client, rep, switch_id), 10, "gradual running")
         build_random_model(repo, "backup", "2", FAST_FEATURES, seed=12)
+        rules_before = (await client.get(f"{a.url}/rules")).json()
         await trio.to_thread.run_sync(redis_server.stop)
         # While Redis is down an operator takes backup@2 out of service through one replica.
         r = await client.delete(f"{replicas[1].url}/models/backup/versions/2", headers=ADMIN)
@@ -302,6 +303,15 @@ async def test_redis_restarted_mid_rollout_loses_nothing(tmp_path: Path, repo: P
             await until(lambda rep=replica: _completed(client, rep, switch_id), 20, "switch completed after restart")
             assert (await serving(client, replica))["stable"] == "2"
             await until(lambda rep=replica: _deregistered(client, rep, "backup", "2"), 10, "deregistration arrived")
+            # Redis (no persistence here) lost the rules: the document in force was put back, version higher.
+            rules = await until(lambda rep=replica: _rules_newer_than(client, rep, rules_before["version"]), 5,
+                                "rules restored")
+            assert rules["config_hash"] == rules_before["config_hash"]
+
+
+async def _rules_newer_than(client: httpx.AsyncClient, replica: Replica, version: str) -> dict | None:
+    body = (await client.get(f"{replica.url}/rules")).json()
+    return body if int(body["version"]) > int(version) else None
 
 
 async def _deregistered(client: httpx.AsyncClient, replica: Replica, name: str, version: str) -> bool:

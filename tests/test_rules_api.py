@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 import yaml
 
-from tests.conftest import ADMIN_KEY, Harness, RedisServer, render_config, running_app, wait_ready
+from actors.build.demo_models import build_random_model
+from tests.conftest import ADMIN_KEY, FAST_FEATURES, Harness, RedisServer, render_config, running_app, wait_ready
 
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
 JSON = {**ADMIN, "Content-Type": "application/json"}
@@ -97,14 +100,15 @@ async def test_item_edits_validate_and_export(config_path: Path) -> None:
 
 
 @asynccontextmanager
-async def replicas(tmp_path: Path, repo: Path, redis: RedisServer, count: int) -> AsyncIterator[list[Harness]]:
+async def replicas(tmp_path: Path, repo: Path, redis: RedisServer, count: int,
+                   repos: list[Path] | None = None) -> AsyncIterator[list[Harness]]:
     async with AsyncExitStack() as stack:
         harnesses = []
         for i in range(count):
             folder = tmp_path / f"replica{i}"
             folder.mkdir()
             config = folder / "rules.yml"
-            config.write_text(render_config(repo, redis_url=redis.url))
+            config.write_text(render_config(repos[i] if repos else repo, redis_url=redis.url))
             harness = await stack.enter_async_context(running_app(
                 config, rules_source="redis", state_file=folder / "state.json", replica_id=f"r{i}"))
             await wait_ready(harness)
@@ -140,3 +144,32 @@ async def test_redis_rules_are_shared_and_compare_and_set(tmp_path: Path, repo: 
                 members = (await a.client.get("/cluster")).json()
         assert members["count"] == 2 and r1["ready"] is True
         assert r1["address"] == b.url and "backup@1" in r1["loaded"]
+
+
+
+async def test_the_readiness_gate_fails_a_switch_a_replica_cannot_serve(
+        tmp_path: Path, repo: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """r1's repository lacks fast@2: /cluster says why, and the switch fails with that reason."""
+    monkeypatch.setenv("MODEL_ROUTER_READINESS_TIMEOUT_S", "3")
+    repo_r1 = tmp_path / "models-r1"
+    shutil.copytree(repo, repo_r1)
+    async with replicas(tmp_path, repo, redis_server, 2, repos=[repo, repo_r1]) as (a, b):
+        for h in (a, b):
+            await h.service.cache.get("fast")  # both serve fast@1
+        build_random_model(repo, "fast", "2", FAST_FEATURES, seed=5)  # r0's repository only
+        with trio.fail_after(3):  # r0 has seen r1's heartbeat (the gate judges the replicas it knows)
+            await a.service.cluster.wait_until(lambda c: {m["id"] for m in c.view()} == {"r0", "r1"})
+        r = await a.client.post("/models/fast/switch", headers=ADMIN, json={"version": "2"})
+        assert r.status_code == 202, r.text
+        op_id = r.json()["operation_id"]
+        with trio.fail_after(10):
+            while not (gates := a.service.rollouts.gates.get(op_id)):
+                await trio.sleep(0.05)  # a bounded poll of the leader's gate (it re-checks every 0.2 s)
+        assert gates == {"r1": "its repository has no fast@2"}
+        report = next(m for m in (await a.client.get("/cluster")).json()["replicas"] if m["id"] == "r0")
+        assert report["rollouts"]["gates"][op_id] == gates
+        with trio.fail_after(10):
+            await a.service.transitions.wait_until(lambda v: v.state.operations[op_id].is_terminal)
+        op = a.service.transitions.view.state.operations[op_id]
+        assert op.state == "failed" and "r1: its repository has no fast@2" in (op.reason or "")
+        assert a.service.predictor.serving_version("fast") == "1"

@@ -36,10 +36,10 @@ redis.call('HSET', KEYS[1], 'version', new, 'text', ARGV[2])
 return {1, tostring(new)}
 """
 
-# Seeds the document when the key holds none; returns the version in force either way.
+# Seeds the document (as version ARGV[2]) when the key holds none; returns the version in force.
 _SEED = """
 if redis.call('HEXISTS', KEYS[1], 'text') == 0 then
-  redis.call('HSET', KEYS[1], 'version', 1, 'text', ARGV[1])
+  redis.call('HSET', KEYS[1], 'version', ARGV[2], 'text', ARGV[1])
 end
 return redis.call('HGET', KEYS[1], 'version')
 """
@@ -121,9 +121,9 @@ class RedisRules:
             raise StaleWrite(str(version))
         return str(version)
 
-    def seed(self, text: str) -> str:
-        """Store ``text`` as version 1 unless a document is there already; the version in force."""
-        return str(self.client.eval(_SEED, 1, self.key, text))
+    def seed(self, text: str, version: int = 1) -> str:
+        """Store ``text`` as ``version`` unless a document is there already; the version in force."""
+        return str(self.client.eval(_SEED, 1, self.key, text, version))
 
     def close(self) -> None:
         self.client.close()
