@@ -213,7 +213,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         await actors.start("config_watcher", partial(
             config_watcher.run, watcher, reload_recv, state, update_send, outbox, metrics,
             repository=repository, initial_text=text))
-        rules = rules_store.RulesStore(watcher, state, repository, lambda command: control.submit(command))
+        rules = rules_store.RulesStore(watcher, state, repository, lambda command: control.announce(command))
         if options.rules_source == "redis":
             await actors.start("rules_store", partial(rules_store.run, rules, text))
         service = Service(WebSettings(options.admin_key, options.worker_index), metrics, state, cache, watcher,

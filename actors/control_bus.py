@@ -70,6 +70,14 @@ class ControlBus:
         self.publish(settled(command, result))
         return result
 
+    async def announce(self, command: Command) -> Any:
+        """Append ``command``, then run it here: for a change already decided and stored (a rules write).
+
+        The other replicas start applying it while this one does, instead of after.
+        """
+        self.publish(command)
+        return await self.execute(command)
+
     def publish(self, command: Command) -> str | None:
         """Append a command this replica already applied; returns its command id (None without Redis)."""
         if not self.enabled:

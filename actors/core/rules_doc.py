@@ -18,6 +18,9 @@ import yaml
 from actors.rules import RouterConfig, compile_snapshot
 
 ROOT = "model_router"
+# libyaml's loader and dumper when PyYAML has them: an edit parses and writes the whole document.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class DocumentError(ValueError):
@@ -32,7 +35,7 @@ def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
     """A document from a request body: JSON when the content type says so, else YAML."""
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text) if "json" in content_type.lower() else yaml.safe_load(text)
+        data = json.loads(text) if "json" in content_type.lower() else yaml.load(text, Loader=_LOADER)
     except (UnicodeError, ValueError, yaml.YAMLError) as exc:
         raise DocumentError(f"body is not valid {'JSON' if 'json' in content_type else 'YAML'}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get(ROOT), dict):
@@ -47,7 +50,7 @@ def load_text(text: str) -> dict[str, Any]:
 
 def dump(document: Mapping[str, Any]) -> str:
     """YAML text, keys in the order the document has them."""
-    return yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True)
+    return yaml.dump(dict(document), Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
 
 
 def _copy(value: Any) -> Any:
