@@ -13,7 +13,17 @@ import trio
 import yaml
 
 from actors.build.demo_models import build_random_model
-from tests.conftest import ADMIN_KEY, FAST_FEATURES, Harness, RedisServer, render_config, running_app, wait_ready
+from tests.conftest import (
+    ADMIN_KEY,
+    FAST_FEATURES,
+    Harness,
+    RedisServer,
+    fast_features,
+    render_config,
+    running_app,
+    wait_ready,
+)
+from tests.test_switching import write_broken_version
 
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
 JSON = {**ADMIN, "Content-Type": "application/json"}
@@ -101,14 +111,14 @@ async def test_item_edits_validate_and_export(config_path: Path) -> None:
 
 @asynccontextmanager
 async def replicas(tmp_path: Path, repo: Path, redis: RedisServer, count: int,
-                   repos: list[Path] | None = None) -> AsyncIterator[list[Harness]]:
+                   repos: list[Path] | None = None, switching: str = "") -> AsyncIterator[list[Harness]]:
     async with AsyncExitStack() as stack:
         harnesses = []
         for i in range(count):
             folder = tmp_path / f"replica{i}"
             folder.mkdir()
             config = folder / "rules.yml"
-            config.write_text(render_config(repos[i] if repos else repo, redis_url=redis.url))
+            config.write_text(render_config(repos[i] if repos else repo, redis_url=redis.url, switching=switching))
             harness = await stack.enter_async_context(running_app(
                 config, rules_source="redis", state_file=folder / "state.json", replica_id=f"r{i}"))
             await wait_ready(harness)
@@ -173,3 +183,39 @@ async def test_the_readiness_gate_fails_a_switch_a_replica_cannot_serve(
         op = a.service.transitions.view.state.operations[op_id]
         assert op.state == "failed" and "r1: its repository has no fast@2" in (op.reason or "")
         assert a.service.predictor.serving_version("fast") == "1"
+
+
+async def test_a_canary_failing_on_one_replica_is_rolled_back_on_all(
+        tmp_path: Path, repo: Path, redis_server: RedisServer) -> None:
+    """Only r1's fast@2 is broken and only r1 gets traffic; the leader r0 pools r1's window and rolls back."""
+    repo_r1 = tmp_path / "models-r1"
+    shutil.copytree(repo, repo_r1)
+    switching = "    breaker_failures: 10000\n    min_requests: 5\n    alert_error_rate: 0.05\n"
+    async with replicas(tmp_path, repo, redis_server, 2, repos=[repo, repo_r1], switching=switching) as (a, b):
+        for h in (a, b):
+            await h.service.cache.get("fast")
+        build_random_model(repo, "fast", "2", FAST_FEATURES, seed=5)
+        write_broken_version(repo_r1, "fast", "2")
+        with trio.fail_after(3):
+            await a.service.cluster.wait_until(lambda c: {m["id"] for m in c.view()} == {"r0", "r1"})
+        r = await a.client.post("/models/fast/switch", headers=ADMIN, json={
+            "version": "2", "strategy": "canary", "canary_weight": 50, "interval_s": 0.5, "healthy_intervals": 100})
+        assert r.status_code == 202, r.text
+        op_id = r.json()["operation_id"]
+        with trio.fail_after(10):
+            await b.service.transitions.wait_until(
+                lambda v: op_id in v.state.operations and v.state.operations[op_id].state == "running")
+        # One replica leads (usually r0, which created the switch); when r0 does, the breach it
+        # finds is in r1's window only, so the rollback below came from pooling the windows.
+        assert (op_id in a.service.rollouts.held) != (op_id in b.service.rollouts.held)
+        with trio.fail_after(15):
+            i = 0
+            while not a.service.transitions.view.state.operations[op_id].is_terminal:
+                i += 1
+                await b.predict(model_name="fast", symbol=f"S{i % 40}", features=fast_features(0.9))
+        done = a.service.transitions.view.state.operations[op_id]
+        assert done.state == "rolled_back" and "health breach" in (done.reason or ""), done.reason
+        assert a.service.health.snapshot("fast", "2").errors == 0  # r0 saw no failure itself
+        with trio.fail_after(5):
+            await b.service.transitions.wait_until(lambda v: v.state.operations[op_id].state == "rolled_back")
+        assert b.service.predictor.serving_version("fast") == "1"
