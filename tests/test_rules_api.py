@@ -36,8 +36,11 @@ def document(text: str) -> dict:
 async def test_put_with_if_match_writes_the_file_and_applies_it(config_path: Path) -> None:
     async with running_app(config_path) as h:
         await wait_ready(h)
-        first = (await h.client.get("/rules")).json()
+        got = await h.client.get("/rules")
+        first = got.json()
         assert first["source"] == "file" and first["version"]
+        assert got.headers["ETag"] == f'"{first["version"]}"'
+
         doc = document(config_path.read_text())
         doc["model_router"]["rules"][0]["model"] = "backup"
         missing = await h.client.put("/rules", headers=JSON, content=json.dumps(doc))
