@@ -25,12 +25,15 @@ import attrs
 import trio
 
 from actors import (
+    cluster,
     config_watcher,
     control_bus,
     health_monitor,
     model_cache,
     redis_bus,
+    rollout_leader,
     router,
+    rules_store,
     switch_feed,
     transition_manager,
 )
@@ -55,6 +58,7 @@ from actors.storage.model_repo import list_repository
 from actors.switch_feed import SwitchFeed, Trigger
 from actors.transition_manager import InFlight, Transitions
 from actors.web.access_wiring import start_access
+from actors.web.cluster_view import replica_report
 from actors.web.data_port import DEFAULT_DATA_PORT, serve_data_port, tls_context
 from actors.web.errors import item_body
 from actors.web.server import hypercorn_config, serve_main_port
@@ -89,6 +93,9 @@ class Options:
     #: TLS for the main port (both or neither); the data plane takes the same pair.
     certfile: Path | None = None
     keyfile: Path | None = None
+    rules_source: str = "file"
+    replica_id: str | None = None
+    advertise_url: str | None = None
 
 
 @attrs.frozen
@@ -142,6 +149,9 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
     cache = ModelCache(cache_send, excluded=transitions.excluded)
     reload_send, reload_recv = trio.open_memory_channel[Envelope[Any]](64)
     watcher = ConfigWatcher(options.config, reload_send)
+    if options.rules_source == "redis" and not redis_url:
+        raise StartupError("rules_source redis needs a Redis URL (--redis-url or config.redis_url)")
+    watcher.source = rules_store.source_for(options.rules_source, options.config, redis_url)
     trigger_send, trigger_recv = trio.open_memory_channel[Trigger](1024)
     feed = SwitchFeed(trigger_send, metrics, redis_url=redis_url)
     health_send, health_recv = trio.open_memory_channel[Any](8192)
@@ -166,14 +176,18 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
 
     outbox = disabled_outbox(metrics)
     control = ControlBus(outbox, execute)
+    members = cluster.Cluster(options.replica_id or cluster.default_id(options.port, options.worker_index), dict)
+    rollouts = rollout_leader.Rollouts(members)
     async with trio.open_nursery() as nursery:
         actors = ActorGroup(nursery)
         if redis_url:
             redis_send, redis_recv = trio.open_memory_channel[RedisMessage](4096)
             outbox = RedisOutbox(redis_send, metrics, BusState())
-            control = ControlBus(outbox, execute, enabled=options.workers > 1)
+            control = ControlBus(outbox, execute, enabled=True)
             await actors.start("redis_bus", partial(redis_bus.run, redis_url, redis_recv, metrics,
                                                     state=outbox.state))
+            rollouts.bus = control
+            await actors.start("rollout_leader", partial(rollout_leader.run, rollouts, redis_url))
         elif options.workers > 1:
             log.warning("%d workers without Redis: operator commands reach only the worker that takes them",
                         options.workers)
@@ -184,7 +198,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             repository=repository, state_path=state_path(options),
             thresholds=lambda name: state.config.threshold_for(name),
             routed_by=lambda name: state.config.routes_to(name),
-            on_auto_rollback=lambda op: control.automatic(RollbackOperation(op.id, op.reason or "rolled back"))))
+            on_auto_rollback=lambda op: control.automatic(RollbackOperation(op.id, op.reason or "rolled back")),
+            rollouts=rollouts))
         limits = cache_limits(config.settings.max_cached_models, config.settings.model_cache_mb)
         await actors.start("model_cache", partial(
             model_cache.run, repository, limits, metrics, cache, cache_recv,
@@ -214,11 +229,17 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         await actors.start("config_watcher", partial(
             config_watcher.run, watcher, reload_recv, state, update_send, outbox, metrics,
             repository=repository, initial_text=text))
+        rules = rules_store.RulesStore(watcher, state, repository, lambda command: control.announce(command))
+        if options.rules_source == "redis":
+            await actors.start("rules_store", partial(rules_store.run, rules, text))
         service = Service(WebSettings(options.admin_key, options.worker_index), metrics, state, cache, watcher,
-                          outbox, predictor, repository, transitions, health, feed, control, gate)
+                          outbox, predictor, repository, transitions, health, feed, control, gate, rules, members,
+                          rollouts)
+        members.describe = partial(replica_report, service)
         metrics.track_readiness(lambda: not service.readiness())
         if control.enabled and redis_url:
-            await actors.start("control_bus", partial(control_bus.run, control, redis_url))
+            await actors.start("control_bus", partial(control_bus.run, control, redis_url,
+                      cursor_path=control_bus.cursor_file(state_path(options), options.worker_index)))
         if options.handle_signals:
             nursery.start_soon(stop_on_signals, service.stop)
         http_done = trio.Event()
@@ -237,6 +258,9 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             data_url = f"{url.split(':', 1)[0]}://{options.host}:{bound}"
         else:
             data_done.set()
+        members.address = options.advertise_url or url
+        if redis_url:
+            await actors.start("cluster", partial(cluster.run, members, redis_url))
         log.info("model-router %s serving %s on %s%s (rules %s, %d rules, repository %s)",
                  SERVICE_VERSION, options.config, url, f", data plane on {data_url}" if data_url else "",
                  config.config_hash, len(config.rules), repository)
@@ -293,8 +317,13 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
                         default=float(environ.get("MODEL_ROUTER_BATCH_MIN_CALL_US", "20")),
                         help="dynamic batching: only for model versions whose single call costs this much")
     parser.add_argument("--certfile", default=environ.get("MODEL_ROUTER_CERTFILE"),
-                        help="TLS certificate (PEM) for the main port; needs --keyfile")
+                        help="TLS certificate (PEM) for both ports; needs --keyfile")
     parser.add_argument("--keyfile", default=environ.get("MODEL_ROUTER_KEYFILE"), help="TLS private key (PEM)")
+    parser.add_argument("--rules-source", choices=("file", "redis"), help="rules document: the file, or Redis",
+                        default=environ.get("MODEL_ROUTER_RULES_SOURCE", "file"))
+    parser.add_argument("--replica-id", default=environ.get("MODEL_ROUTER_REPLICA_ID"), help="id in GET /cluster")
+    parser.add_argument("--advertise-url", default=environ.get("MODEL_ROUTER_ADVERTISE_URL"),
+                        help="this replica's URL in GET /cluster")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
@@ -310,7 +339,8 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         batch_max_size=args.batch_max_size, batch_delay_us=max(0.0, args.batch_delay_us),
         batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port,
         certfile=Path(args.certfile).resolve() if args.certfile else None,
-        keyfile=Path(args.keyfile).resolve() if args.keyfile else None,
+        keyfile=Path(args.keyfile).resolve() if args.keyfile else None, rules_source=args.rules_source,
+        replica_id=args.replica_id, advertise_url=args.advertise_url,
     )
     return options, args.log_level
 

@@ -18,6 +18,10 @@ Layout (read top to bottom; each layer imports only the ones below it):
                            data_plane          the inference port: a Trio-native HTTP/1.1 server
                            budget              daily prediction budgets, leased from Redis
                            usage_flusher       usage counts persisted every few seconds
+                           control_bus         operator commands on a Redis stream, replayed
+                           cluster             heartbeats and the live replicas (GET /cluster)
+                           rules_store         the rules as versioned data (file or Redis)
+                           rollout_leader      one leader per rollout: lease, fencing, gate
     actors/mailbox.py    ask()/tell() and the supervision rule every actor follows
     actors/lifecycle.py  start actors in order, stop them in reverse
     actors/serving/      the request path both ports share: predictor, batcher, metrics
@@ -60,6 +64,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "BudgetActor": ("actors.budget", "BudgetActor"),
     "run_budget": ("actors.budget", "run"),
     "run_usage_flusher": ("actors.usage_flusher", "run"),
+    "Cluster": ("actors.cluster", "Cluster"),
+    "run_cluster": ("actors.cluster", "run"),
+    "RulesStore": ("actors.rules_store", "RulesStore"),
+    "run_rules_store": ("actors.rules_store", "run"),
+    "Rollouts": ("actors.rollout_leader", "Rollouts"),
+    "run_rollout_leader": ("actors.rollout_leader", "run"),
 }
 
 __all__ = sorted(_EXPORTS)

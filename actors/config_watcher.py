@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import redis
 import trio
 import watchfiles
 
@@ -48,8 +49,9 @@ from actors.mailbox import Envelope, Mailbox, ask
 from actors.redis_bus import RedisMessage, RedisOutbox
 from actors.router import ConfigUpdate, RouterState
 from actors.serving.metrics import Metrics
-from actors.storage.config_files import read_config_text, write_backup
+from actors.storage.config_files import write_backup
 from actors.storage.model_repo import list_repository
+from actors.storage.rules_sources import FileRules, RulesSource, text_version
 
 log = logging.getLogger("model_router.config")
 
@@ -66,6 +68,11 @@ class ConfigWatcher:
     commands: Mailbox
     history: ReloadHistory = attrs.field(factory=ReloadHistory)
     attempts: int = 0
+    # Where reloads read the rules (the file unless rules_source is redis), and the
+    # version of the document in force (a digest for the file, the Redis counter else).
+    source: RulesSource | None = None
+    version: str = ""
+    text: str = ""  # the document in force (a Redis source that lost it is re-seeded with it)
     _recorded: trio.Event = attrs.field(factory=trio.Event)
     #: Reads and validates the access file a config names (blocking; None: no access control);
     #: raises AccessConfigError or OSError. Unset: access files are not part of reloads.
@@ -78,6 +85,10 @@ class ConfigWatcher:
     def access_path(self, config: RouterConfig) -> Path | None:
         """The access file ``config`` names, when access files are part of reloads."""
         return config.access.resolve(self.path)[0] if self.access_loader is not None else None
+
+    @property
+    def rules_source(self) -> RulesSource:
+        return self.source if self.source is not None else FileRules(self.path)
 
     def note(self, event: ReloadEvent) -> None:
         """Called by the actor only: rebind the history and wake anyone waiting for an attempt."""
@@ -105,6 +116,13 @@ class ConfigWatcher:
         return (await self.reload("call")).success
 
 
+def check_candidate(text: str, repository: Path, validate: bool) -> tuple[RouterConfig, RoutingSnapshot]:
+    """The one validation every rules change goes through (reloads and API writes alike)."""
+    known = frozenset(list_repository(repository)) if validate else None
+    config = parse_config(text, known_models=known)
+    return config, compile_snapshot(config)
+
+
 @attrs.define
 class _Watcher:
     """State owned by the actor task."""
@@ -117,24 +135,23 @@ class _Watcher:
     repository: Path
     last_good_text: str
 
-    def load_candidate(self, validate: bool) -> tuple[str, RouterConfig, RoutingSnapshot, Any]:
+    def load_candidate(self, validate: bool) -> tuple[str, str, RouterConfig, RoutingSnapshot, Any]:
         """Read, parse, validate and compile (blocking, pure CPU after the read); and the access file.
 
         Schema errors always reject; with ``reload.validation`` the models it names must
         also exist in the repository.
         """
-        text = read_config_text(self.handle.path)
-        known = frozenset(list_repository(self.repository)) if validate else None
-        config = parse_config(text, known_models=known)
+        text, version = self.handle.rules_source.read()
+        config, snapshot = check_candidate(text, self.repository, validate)
         loader = self.handle.access_loader
         policy = loader(config) if loader is not None else None
-        return text, config, compile_snapshot(config), policy
+        return text, version, config, snapshot, policy
 
     async def attempt(self, trigger: str) -> ReloadEvent:
         started = time.perf_counter()
         validate = self.router.config.reload.validation
         try:
-            text, config, snapshot, policy = await trio.to_thread.run_sync(self.load_candidate, validate)
+            text, version, config, snapshot, policy = await trio.to_thread.run_sync(self.load_candidate, validate)
         except ConfigError as exc:
             return self.failed(trigger, started, exc.message, tuple(exc.details))
         except AccessConfigError as exc:
@@ -142,11 +159,12 @@ class _Watcher:
             shown = where.name if where else "access.file"
             return self.failed(trigger, started, f"{exc.message} (access file; the last good policy stays)",
                                tuple({**d, "file": shown} for d in exc.details))
-        except OSError as exc:
+        except (OSError, redis.RedisError) as exc:
             # Events reach /stats, /reload/events and Redis: name the file relative to its folder,
             # never by the server's absolute path (which str(exc) would repeat).
-            reason = exc.strerror or type(exc).__name__
-            return self.failed(trigger, started, f"cannot read {self.handle.path.name}: {reason}", ())
+            where = self.handle.path.name if self.handle.rules_source.kind == "file" else "redis"
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+            return self.failed(trigger, started, f"cannot read {where}: {reason}", ())
         except (UnicodeError, ValueError) as exc:
             return self.failed(trigger, started, f"cannot read {self.handle.path.name}: {exc}", ())
         update = ConfigUpdate(config, snapshot, started)
@@ -155,6 +173,7 @@ class _Watcher:
         await update.applied.wait()
         if self.handle.access_apply is not None:
             self.handle.access_apply(config, policy)
+        self.handle.version, self.handle.text = version, text
         latency_ms = (time.perf_counter() - started) * 1000
         event = ReloadEvent(time.time(), True, config.config_hash, len(config.rules), latency_ms,
                             trigger, warnings=config.warnings)
@@ -312,6 +331,8 @@ async def run(
     the first event, trigger "startup".
     """
     watcher = _Watcher(handle, router, updates, outbox, metrics, repository, initial_text)
+    handle.version = handle.version or text_version(initial_text)
+    handle.text = handle.text or initial_text
     config = router.config
     watcher.record(ReloadEvent(time.time(), True, config.config_hash, len(config.rules), 0.0,
                                "startup", warnings=config.warnings))

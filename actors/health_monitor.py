@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -37,6 +37,7 @@ from actors.core.health_stats import (
     two_proportion_test,
     welch_t_test,
 )
+from actors.core.rollout import pool_snapshots
 from actors.core.rules import RouterConfig, SwitchingSettings
 from actors.core.switch_policy import Verdict
 from actors.core.versions import ModelKey
@@ -212,8 +213,12 @@ class HealthMonitor:
         return window.snapshot(time.monotonic())
 
     def verdict(self, name: str, version: str, *, max_latency_ms: float | None, min_accuracy: float | None,
-                min_samples: int) -> Verdict:
-        verdict = judge(self.snapshot(name, version), max_latency_ms=max_latency_ms,
+                min_samples: int, peers: Sequence[HealthSnapshot] = ()) -> Verdict:
+        """Judge the version on this replica's window, pooled with other replicas' (``peers``) if any."""
+        snapshot = self.snapshot(name, version)
+        if peers:
+            snapshot = pool_snapshots([snapshot, *peers])
+        verdict = judge(snapshot, max_latency_ms=max_latency_ms,
                         min_accuracy=min_accuracy, min_samples=min_samples, alerts=self.alerts)
         if self.breakers.state((name, version)) != "closed":
             breaches = (*verdict.breaches, f"circuit breaker {self.breakers.state((name, version))}")

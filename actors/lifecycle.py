@@ -53,6 +53,7 @@ class ActorGroup:
 
 
 async def stop_on_signals(stop: trio.Event) -> None:
+    """SIGINT or SIGTERM: set ``stop`` (the service drains HTTP, then stops the actors)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s: draining HTTP, then stopping actors", signal.Signals(signum).name)

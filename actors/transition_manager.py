@@ -43,6 +43,7 @@ from actors.core.commands import (
     Command,
     DeregisterVersion,
     PromoteSwitch,
+    RecordStep,
     RegisterVersion,
     ReloadModel,
     RollbackModel,
@@ -50,6 +51,7 @@ from actors.core.commands import (
     SwitchModel,
 )
 from actors.core.errors import Conflict, InvalidInput, RouterError, TooLarge, bad_request, not_found
+from actors.core.rollout import newer, wait_before_step
 from actors.core.rules import ModelThreshold
 from actors.core.switch_policy import (
     Operation,
@@ -69,6 +71,7 @@ from actors.core.versions import MODEL_NAME_RULE, ModelKey, is_model_name, is_ve
 from actors.health_monitor import HealthMonitor
 from actors.mailbox import Envelope, Mailbox, ask, tell
 from actors.model_cache import ModelCache
+from actors.rollout_leader import FOLLOW_CHECK_S, GATE_CHECK_S, Rollouts
 from actors.serving.metrics import Metrics
 from actors.storage import registry_store
 from actors.storage.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
@@ -224,6 +227,17 @@ def completion_trigger(op: Operation) -> str:
     return "switch_complete" if op.cause == "switch" else op.cause
 
 
+def step_trigger(before: Operation, after: Operation) -> str | None:
+    """The event a step announces: a completion, a rollback, a weight change, or none."""
+    if after.state == "completed" and before.state != "completed":
+        return completion_trigger(after)
+    if after.state == "rolled_back" and before.state != "rolled_back":
+        return "rollback"
+    if after.state == "running" and (before.state != "running" or after.weight_bp != before.weight_bp):
+        return "switch_step"
+    return None
+
+
 def _history_reason(op: Operation) -> str:
     """Why the stable version changed, for the version history."""
     if op.state == "completed" and op.cause != "switch":
@@ -271,6 +285,7 @@ class _Manager:
     # The rules (index, description, role) that send requests to a model; see RouterConfig.routes_to.
     routed_by: Callable[[str], tuple[dict[str, Any], ...]] = lambda name: ()
     state_path: Path | None = None
+    rollouts: Rollouts = attrs.field(factory=Rollouts)
     dirty: trio.Event = attrs.field(factory=trio.Event)
     save_lock: trio.Lock = attrs.field(factory=trio.Lock)  # one writer of the state file at a time
     saved: RegistryState | None = None  # the state last written (compared by identity)
@@ -356,6 +371,8 @@ class _Manager:
                 return await self.rollback_model(name, version, operation_id)
             case RollbackOperation(operation_id=operation_id, reason=reason):
                 return await self.mirror_rollback(operation_id, reason)
+            case RecordStep(operation_id=operation_id, operation=data, fence=fence):
+                return self.follow_step(operation_id, data, fence)
             case RegisterVersion():
                 return await self.register(message)
             case DeregisterVersion(model=name, version=version):
@@ -410,6 +427,9 @@ class _Manager:
     async def start_switch(self, name: str, body: Mapping[str, Any], *, reason: str,
                            operation_id: str | None = None) -> Operation:
         started_at = time.perf_counter()
+        known = self.handle.view.state.operations.get(operation_id) if operation_id else None
+        if known is not None:  # a replayed command: the operation exists here already (exactly once)
+            return known
         running = self.active_operation(name)
         if running is not None:
             raise Conflict("switch_in_progress", f"{name} already has a running switch {running.id}",
@@ -422,7 +442,7 @@ class _Manager:
         stable = _stable_version(self, name)
         if stable is None:
             stable = (await self.cache.get(name)).version
-        if stable == target:
+        if stable == target and operation_id is None:  # replayed: record it anyway, it completes at once
             raise Conflict("already_serving", f"{name}@{target} already serves all traffic",
                            {"model": name, "version": target})
         op = new_operation(operation_id or f"sw-{uuid.uuid4().hex[:12]}", name, stable, target, params, time.time(),
@@ -446,46 +466,106 @@ class _Manager:
                 self.put(fail(op, time.time(), f"internal error: {type(exc).__name__}"), trigger="rollback")
 
     async def drive_operation(self, operation_id: str, started_at: float | None = None) -> None:
+        """Load the target here, then step the rollout while this replica leads it, else follow.
+
+        Every replica loads and warms the target. Only the lease holder (always this
+        replica without Redis) takes steps: the first once the target is ready on every
+        live replica, then one verdict per interval on the pooled health; each step is
+        recorded (fenced) before it is put in force here. Followers apply recorded steps
+        (:meth:`follow_step`) and try the lease every ``FOLLOW_CHECK_S``.
+        """
         op = self.current(operation_id)
         if op.state == "loading":
             try:
                 await self.cache.get(op.model, op.to_version, force=True)  # loaded and warmed before any traffic
             except RouterError as exc:
                 reason = f"target version failed to load: {exc.details.get('reasons') or exc.message}"
-                self.put(fail(self.current(operation_id), time.time(), reason), trigger=None)
-                await self.finish(operation_id)
-                return
-            op = self.current(operation_id)
-            if op.is_terminal:
-                await self.finish(operation_id)
-                return
-            op = self.put(begin(op, time.time()), trigger=completion_trigger(op) if op.params.strategy == "immediate"
-                          else "switch_step", started_at=started_at)
-        while not op.is_terminal:
-            with trio.CancelScope() as scope:
-                self.wake[operation_id] = scope
-                await trio.sleep(op.params.interval_s)
-            self.wake.pop(operation_id, None)
-            op = self.current(operation_id)
-            if op.is_terminal or scope.cancelled_caught:
+                if not self.rollouts.shared:
+                    self.put(fail(self.current(operation_id), time.time(), reason), trigger=None)
+                    await self.finish(operation_id)
+                    return
+                log.error("switch %s: %s here; the leader's readiness gate reports it", operation_id, reason)
+        leading = False
+        while not (op := self.current(operation_id)).is_terminal:
+            fence = await self.rollouts.lead(operation_id)
+            if fence is None:
+                leading = False
+                await self.pause(operation_id, FOLLOW_CHECK_S)
                 continue
+            if not leading and self.rollouts.shared:  # just took the lease: continue from the record
+                leading = True
+                recorded = await self.rollouts.recorded(operation_id)
+                if recorded is not None and newer(recorded, op):
+                    self.put(recorded, trigger=None)
+                    continue
+                wait = min(wait_before_step(op, time.time()), op.params.interval_s)
+                if op.state == "running" and wait > 0:
+                    await self.pause(operation_id, wait)
+                    continue
+            elif op.state == "running" and await self.pause(operation_id, op.params.interval_s):
+                continue
+            await self.step(operation_id, fence, started_at)
+        await self.rollouts.release(operation_id)
+        await self.finish(operation_id)
+
+    async def pause(self, operation_id: str, seconds: float) -> bool:
+        """Sleep, unless an operator command or a recorded step wakes us; True when woken."""
+        with trio.CancelScope() as scope:
+            self.wake[operation_id] = scope
+            await trio.sleep(seconds)
+        self.wake.pop(operation_id, None)
+        return scope.cancelled_caught
+
+    async def step(self, operation_id: str, fence: int, started_at: float | None) -> None:
+        """The leader's move: begin behind the readiness gate, or advance on the pooled verdict."""
+        op = self.current(operation_id)
+        if op.is_terminal:
+            return
+        if op.state == "loading":
+            waiting = self.rollouts.waiting(op.model, op.to_version)
+            if waiting and time.time() - op.created_at < self.rollouts.gate_timeout_s:
+                self.rollouts.gates[operation_id] = waiting
+                await self.pause(operation_id, GATE_CHECK_S)
+                return
+            self.rollouts.gates.pop(operation_id, None)
+            if waiting:
+                why = "; ".join(f"{replica}: {reason}" for replica, reason in sorted(waiting.items()))
+                after, trigger = fail(op, time.time(), f"readiness gate: {why}"), None
+            else:
+                after = begin(op, time.time())
+                trigger = completion_trigger(op) if op.params.strategy == "immediate" else "switch_step"
+            decided_at = started_at
+        else:
             threshold = self.thresholds(op.model)
             verdict = self.health.verdict(
                 op.model, op.to_version,
                 max_latency_ms=threshold.max_latency_ms if threshold else None,
                 min_accuracy=threshold.min_accuracy if threshold else None,
-                min_samples=threshold.min_samples if threshold else 100)
+                min_samples=threshold.min_samples if threshold else 100,
+                peers=self.rollouts.peer_health(op.model, op.to_version))
             decided_at = time.perf_counter()
             after = advance(op, verdict, time.time())
-            if after.weight_bp != op.weight_bp or after.state != op.state:
-                reason = {"rolled_back": "rollback", "completed": completion_trigger(after)}.get(after.state,
-                                                                                              "switch_step")
-                op = self.put(after, trigger=reason, started_at=decided_at)
-                if op.state == "rolled_back":
-                    self.on_auto_rollback(op)
-            else:
-                op = self.put(after, trigger=None)
-        await self.finish(operation_id)
+            trigger = step_trigger(op, after)
+        if not await self.rollouts.record(after, fence):
+            await self.pause(operation_id, GATE_CHECK_S)
+            return
+        if self.current(operation_id).is_terminal:  # an operator ended it while we recorded
+            return
+        op = self.put(after, trigger=trigger, started_at=decided_at)
+        if op.state == "rolled_back":
+            self.on_auto_rollback(op)
+
+    def follow_step(self, operation_id: str, data: Mapping[str, Any], fence: int) -> None:
+        """Apply a step the rollout's leader recorded (ignored from an older fence or when behind)."""
+        local = self.handle.view.state.operations.get(operation_id)
+        if local is None or not self.rollouts.accept(operation_id, fence):
+            log.info("step of %s (fence %d) ignored here", operation_id, fence)
+            return
+        recorded = Operation.from_dict(data)
+        if not newer(recorded, local):
+            return
+        self.put(recorded, trigger=step_trigger(local, recorded), started_at=time.perf_counter())
+        self.wake_up(operation_id)
 
     async def finish(self, operation_id: str) -> None:
         """Drain the version that lost its traffic, then unload it."""
@@ -688,6 +768,7 @@ async def run(
     thresholds: Callable[[str], ModelThreshold | None],
     on_auto_rollback: Callable[[Operation], None] = lambda op: None,
     routed_by: Callable[[str], tuple[dict[str, Any], ...]] = lambda name: (),
+    rollouts: Rollouts | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Restore state, resume running operations, then serve commands until cancelled."""
@@ -695,7 +776,7 @@ async def run(
     try:
         async with commands, trio.open_nursery() as nursery:
             manager = _Manager(handle, cache, health, feed, metrics, repository, thresholds, nursery,
-                               on_auto_rollback, routed_by, state_path)
+                               on_auto_rollback, routed_by, state_path, rollouts or Rollouts())
             manager.publish(state)
             manager.dirty = trio.Event()
             for plan in handle.view.plans.values():

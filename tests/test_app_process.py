@@ -130,7 +130,7 @@ async def test_two_workers_share_the_port_and_reload_together(config_path: Path,
         cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     log = LogReader(process)
     try:
-        await log.wait_for_all({"control bus subscribed": 2, "serving": 2})
+        await log.wait_for_all({"command stream followed": 2, "serving": 2})
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             r = await client.post("/config/reload", headers={"X-Admin-Key": "proc-test-key"})
             assert r.status_code == 200

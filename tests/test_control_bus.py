@@ -1,17 +1,18 @@
-"""The control bus: commands published by one worker reach the others through real Redis."""
+"""The control bus: commands appended by one replica reach the others through a real Redis stream."""
 
 from __future__ import annotations
 
-import gc
 import json
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from actors import control_bus, redis_bus
-from actors.control_bus import ControlBus, _dispatch
+from actors.control_bus import ControlBus, apply_entry
+from actors.core.command_log import entry_fields
 from actors.core.commands import (
     AbortSwitch,
     Command,
@@ -24,11 +25,8 @@ from actors.core.commands import (
 from actors.core.errors import Conflict
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox
 from actors.serving.metrics import Metrics
+from actors.storage import cursor_store
 from tests.conftest import RedisServer
-
-
-def message(kind: str, origin: str, **args: Any) -> bytes:
-    return json.dumps({"kind": kind, "origin": origin, "args": args}).encode()
 
 
 class Recorder:
@@ -36,45 +34,46 @@ class Recorder:
 
     def __init__(self, fail_on: type | None = None) -> None:
         self.seen: list[Command] = []
-        self.applied = trio.Event()
         self.fail_on = fail_on
 
     async def __call__(self, command: Command) -> Any:
         if self.fail_on is not None and isinstance(command, self.fail_on):
             raise RuntimeError("boom")
         self.seen.append(command)
-        self.applied.set()
         return {"operation_id": "sw-from-here"} if isinstance(command, SwitchModel) else None
 
 
-async def test_dispatch_ignores_own_unknown_and_malformed_messages() -> None:
-    """Only other workers' well-formed commands of a known kind are applied; a failing one is contained."""
+def fields(command: Command, command_id: str) -> dict[str, str]:
+    return entry_fields(command, command_id=command_id, origin="other")
+
+
+async def test_apply_entry_skips_seen_old_and_malformed_entries_and_contains_failures() -> None:
     recorder = Recorder(fail_on=PromoteSwitch)
     bus = ControlBus(RedisOutbox(None, Metrics()), recorder, enabled=True, origin="me")
-    await _dispatch(bus, message("config_reload", "me"))
-    await _dispatch(bus, message("nope", "other"))
-    await _dispatch(bus, b"{not json")
-    await _dispatch(bus, message("promote", "other", operation_id="sw-1"))
-    await _dispatch(bus, message("abort", "other", wrong_field=1))
-    assert recorder.seen == []
-    await _dispatch(bus, message("config_reload", "other", trigger="api"))
+    await apply_entry(bus, "5-0", {"kind": "nope", "args": "{}", "command_id": "x"})
+    await apply_entry(bus, "6-0", {"kind": "abort"})
+    await apply_entry(bus, "7-0", fields(PromoteSwitch("sw-1"), "c1"))  # fails here: contained
+    assert bus.cursor.last_id == "7-0"
+    await apply_entry(bus, "8-0", fields(ReloadConfig("api"), "c2"))
+    await apply_entry(bus, "9-0", fields(ReloadConfig("api"), "c2"))  # the same submission twice
+    await apply_entry(bus, "3-0", fields(AbortSwitch("sw-9"), "c3"))  # before the cursor
     assert recorder.seen == [ReloadConfig("control")]
+    assert bus.cursor.last_id == "9-0"
 
 
-async def test_submit_runs_here_then_publishes_with_the_operation_id() -> None:
-    """``submit`` is the one entry point: it runs the command, then mirrors it as settled."""
+async def test_submit_runs_here_then_appends_with_the_operation_id() -> None:
     send, receive = trio.open_memory_channel[RedisMessage](4)
-    recorder = Recorder()
-    bus = ControlBus(RedisOutbox(send, Metrics()), recorder, enabled=True, origin="o1")
+    bus = ControlBus(RedisOutbox(send, Metrics()), Recorder(), enabled=True, origin="o1")
     assert await bus.submit(SwitchModel("m", {"version": "2"})) == {"operation_id": "sw-from-here"}
     sent = receive.receive_nowait()
-    assert (sent.kind, sent.target) == ("publish", control_bus.CHANNEL)
-    assert sent.payload == {"origin": "o1", "kind": "switch", "args": {
-        "model": "m", "params": {"version": "2"}, "operation_id": "sw-from-here", "reason": "switch"}}
+    assert (sent.kind, sent.target) == ("xadd", control_bus.STREAM)
+    assert sent.payload["kind"] == "switch" and sent.payload["origin"] == "o1"
+    assert json.loads(sent.payload["args"]) == {"model": "m", "params": {"version": "2"},
+                                                "operation_id": "sw-from-here", "reason": "switch"}
+    assert bus.cursor.seen(sent.payload["command_id"])  # its own entry will not be applied again
 
 
-async def test_a_refused_command_is_not_published() -> None:
-    """A command that fails here (a domain error) is not mirrored."""
+async def test_a_refused_command_is_not_appended() -> None:
     send, receive = trio.open_memory_channel[RedisMessage](4)
 
     async def refuse(command: Command) -> Any:
@@ -86,48 +85,71 @@ async def test_a_refused_command_is_not_published() -> None:
     assert receive.statistics().current_buffer_used == 0
 
 
-def test_publish_only_when_enabled() -> None:
-    """A single worker (or no Redis) publishes nothing."""
+def test_nothing_is_appended_without_redis() -> None:
     send, receive = trio.open_memory_channel[RedisMessage](4)
-    ControlBus(RedisOutbox(send, Metrics()), Recorder(), enabled=False).publish(ReloadConfig())
+    assert ControlBus(RedisOutbox(send, Metrics()), Recorder(), enabled=False).publish(ReloadConfig()) is None
     assert receive.statistics().current_buffer_used == 0
 
 
-async def test_command_travels_between_two_buses_over_real_redis(redis_server: RedisServer) -> None:
-    """Worker A publishes; worker B runs the same command; A ignores its own message."""
+async def test_a_replica_that_was_away_replays_what_it_missed_once(redis_server: RedisServer,
+                                                                  tmp_path: Path) -> None:
+    """B is down while A submits; B starts from its saved cursor, replays in order, exactly once."""
     metrics = Metrics()
     on_a, on_b = Recorder(), Recorder()
     send, receive = trio.open_memory_channel[RedisMessage](16)
     outbox = RedisOutbox(send, metrics, BusState())
     bus_a = ControlBus(outbox, on_a, enabled=True, origin="a")
+    cursor_b = tmp_path / "b.cursor.json"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(redis_bus.run, redis_server.url, receive, metrics, state=outbox.state))
+        await nursery.start(partial(control_bus.run, bus_a, redis_server.url, cursor_path=tmp_path / "a.json"))
+        bus_b = ControlBus(outbox, on_b, enabled=True, origin="b")
+        async with trio.open_nursery() as b_nursery:
+            await b_nursery.start(partial(control_bus.run, bus_b, redis_server.url, cursor_path=cursor_b))
+            await bus_a.submit(AbortSwitch("sw-1"))
+            with trio.fail_after(5):
+                await bus_b.wait_until(lambda b: b.applied_count == 1)
+            b_nursery.cancel_scope.cancel()  # B goes away, its cursor saved
+        assert cursor_store.load(cursor_b).last_id == bus_b.cursor.last_id
+        await bus_a.submit(AbortSwitch("sw-2"))
+        await bus_a.submit(PromoteSwitch("sw-3"))
+        with trio.fail_after(5):
+            await bus_a.wait_until(lambda a: len(redis_server.client().xrange(control_bus.STREAM)) == 3)
+        # A retried XADD writes the same submission twice: it must still apply once.
+        last = redis_server.client().xrange(control_bus.STREAM)[-1][1]
+        redis_server.client().xadd(control_bus.STREAM, last)
+        on_b2 = Recorder()
+        bus_b2 = ControlBus(outbox, on_b2, enabled=True, origin="b2")
+        await nursery.start(partial(control_bus.run, bus_b2, redis_server.url, cursor_path=cursor_b))
+        # Ready only once caught up: the replay happened before start returned.
+        assert on_b2.seen == [AbortSwitch("sw-2"), PromoteSwitch("sw-3")]
+        nursery.cancel_scope.cancel()
+    assert on_a.seen == [AbortSwitch("sw-1"), AbortSwitch("sw-2"), PromoteSwitch("sw-3")]  # never its own twice
+    assert on_b.seen == [AbortSwitch("sw-1")]
+
+
+async def test_commands_submitted_while_redis_is_down_arrive_once_it_is_back(redis_server: RedisServer,
+                                                                             tmp_path: Path) -> None:
+    metrics = Metrics()
+    on_b = Recorder()
+    send, receive = trio.open_memory_channel[RedisMessage](16)
+    outbox = RedisOutbox(send, metrics, BusState())
+    bus_a = ControlBus(outbox, Recorder(), enabled=True, origin="a")
     bus_b = ControlBus(outbox, on_b, enabled=True, origin="b")
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(redis_bus.run, redis_server.url, receive, metrics, state=outbox.state))
-        await nursery.start(control_bus.run, bus_a, redis_server.url)
-        await nursery.start(control_bus.run, bus_b, redis_server.url)
-        gc.collect()  # regression: a collected client used to drop the pub/sub connection silently
-        await bus_a.submit(AbortSwitch("sw-42"))
+        await nursery.start(partial(control_bus.run, bus_a, redis_server.url))
+        await nursery.start(partial(control_bus.run, bus_b, redis_server.url, cursor_path=tmp_path / "b.json"))
+        await bus_a.submit(AbortSwitch("sw-1"))
         with trio.fail_after(5):
-            await on_b.applied.wait()
+            await bus_b.wait_until(lambda b: b.applied_count == 1)
+        await trio.to_thread.run_sync(redis_server.stop)
+        await bus_a.submit(AbortSwitch("sw-2"))
+        await trio.to_thread.run_sync(redis_server.start)
+        with trio.fail_after(15):
+            await bus_b.wait_until(lambda b: b.applied_count == 2)
         nursery.cancel_scope.cancel()
-    assert on_a.seen == [AbortSwitch("sw-42")]  # run once, locally, by submit
-    assert on_b.seen == [AbortSwitch("sw-42")]
-
-
-def test_subscription_keeps_its_connection_open(redis_server: RedisServer) -> None:
-    """The subscribed connection stays open after subscribing (and after a collection).
-
-    Regression: the client used to be dropped once subscribed, which disconnected its pool
-    at once; redis-py re-subscribed on the next poll, losing what was published meanwhile.
-    """
-    subscription = control_bus._subscribe(redis_server.url)
-    try:
-        gc.collect()
-        assert subscription.pubsub.connection is not None
-        assert subscription.pubsub.connection._sock is not None
-        assert redis_server.client().pubsub_numsub(control_bus.CHANNEL) == [(control_bus.CHANNEL, 1)]
-    finally:
-        subscription.close()
+    assert on_b.seen == [AbortSwitch("sw-1"), AbortSwitch("sw-2")]
 
 
 async def test_submit_tells_the_audit_hook_with_the_caller_and_outcome() -> None:

@@ -97,8 +97,21 @@ class ReloadConfig:
     trigger: str = "api"
 
 
+@attrs.frozen
+class RecordStep:
+    """A rollout's leader recorded a step: every replica puts the operation in this state.
+
+    ``operation`` is the whole operation (``Operation.to_dict``) as the leader holding the
+    lease with token ``fence`` left it; a step from an older fence is ignored.
+    """
+
+    operation_id: str
+    operation: Mapping[str, Any] = attrs.field(converter=_frozen_mapping, eq=False)
+    fence: int = 0
+
+
 Command = (SwitchModel | AbortSwitch | PromoteSwitch | RollbackModel | RollbackOperation | RegisterVersion
-           | DeregisterVersion | ReloadModel | ReloadConfig)
+           | DeregisterVersion | ReloadModel | ReloadConfig | RecordStep)
 
 # The wire table: one name per command class. The control bus serialises through it.
 WIRE_NAMES: Mapping[type, str] = {
@@ -111,6 +124,7 @@ WIRE_NAMES: Mapping[type, str] = {
     DeregisterVersion: "deregister",
     ReloadModel: "model_reload",
     ReloadConfig: "config_reload",
+    RecordStep: "step",
 }
 _BY_NAME: Mapping[str, type] = {name: cls for cls, name in WIRE_NAMES.items()}
 # Fields that never cross the wire: an upload is written once, into the shared repository.

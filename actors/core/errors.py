@@ -58,6 +58,14 @@ class Conflict(RouterError):
     """The caller asked for something the current state forbids (deregistering a serving version)."""
 
 
+class StaleVersion(Conflict):
+    """The caller edited a version of a shared document that is no longer the newest (If-Match)."""
+
+
+class VersionRequired(InvalidRequest):
+    """The caller must say which version it edits (If-Match) and did not."""
+
+
 class TooLarge(RouterError):
     """The caller sent more than a limit allows (a body, a batch, an upload)."""
 

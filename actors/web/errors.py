@@ -22,10 +22,12 @@ from actors.core.errors import (
     InvalidRequest,
     NotFound,
     RouterError,
+    StaleVersion,
     TooLarge,
     TooManyRequests,
     Unauthenticated,
     Unavailable,
+    VersionRequired,
 )
 
 log = logging.getLogger("model_router.web")
@@ -53,6 +55,8 @@ class HttpProtocolError(RouterError):
 # Most specific first: MethodNotAllowed is an InvalidRequest with its own status.
 _STATUS: tuple[tuple[type[RouterError], int], ...] = (
     (MethodNotAllowed, 405),
+    (VersionRequired, 428),
+    (StaleVersion, 412),
     (InvalidRequest, 400),
     (Unauthenticated, 401),
     (Forbidden, 403),

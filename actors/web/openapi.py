@@ -146,6 +146,18 @@ ROUTES: Final[Mapping[tuple[str, str], Route]] = {
                                                            errors=(404, 409)),
     ("GET", "/audit"): Route("The newest audit records, newest first", response="AuditRecords", errors=(400,),
                              query=(("limit", "1..1000, default 100"),)),
+    ("GET", "/rules/export"): Route("The rules document in force, as YAML, with its version",
+                                    content_type="application/yaml"),
+    ("POST", "/rules/validate"): Route("Dry run: problems, warnings and the routes whose model would change",
+                                      "Object", errors=(400, 422)),
+    ("PUT", "/rules"): Route("Replace the whole rules document (YAML or JSON); needs If-Match: <version>",
+                             "Object", errors=(400, 412, 422, 428)),
+    ("POST", "/rules/import"): Route("Import a rules document (YAML or JSON) as the next version", "Object",
+                                     errors=(400, 422)),
+    ("POST", "/rules/items"): Route("Append a rule", "Object", status=201, errors=(400, 422)),
+    ("PATCH", "/rules/items/{index}"): Route("Change fields of one rule", "Object", errors=(400, 404, 422)),
+    ("DELETE", "/rules/items/{index}"): Route("Remove one rule", errors=(400, 404, 422)),
+    ("GET", "/cluster"): Route("Every live replica: id, address, rules version, versions, readiness, heartbeat"),
     ("GET", "/health"): Route("Liveness"),
     ("GET", "/health/ready"): Route("Readiness: 200 once the default model is loaded, else 503", errors=(503,)),
     ("GET", "/metrics"): Route("Prometheus metrics", content_type="text/plain"),
@@ -153,7 +165,8 @@ ROUTES: Final[Mapping[tuple[str, str], Route]] = {
 
 _STATUS_TEXT: Final = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad request", 401: "Unauthenticated",
                        403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Too large",
-                       422: "Unprocessable", 429: "Too many requests", 503: "Unavailable"}
+                       412: "Precondition failed (stale version)", 422: "Unprocessable",
+                       428: "Precondition required (If-Match)", 429: "Too many requests", 503: "Unavailable"}
 
 
 def role_name(method: str, path: str) -> str:

@@ -13,12 +13,15 @@ from pathlib import Path
 import attrs
 import trio
 
+from actors.cluster import Cluster
 from actors.config_watcher import ConfigWatcher
 from actors.control_bus import ControlBus
 from actors.health_monitor import HealthMonitor
 from actors.model_cache import ModelCache
 from actors.redis_bus import RedisOutbox
+from actors.rollout_leader import Rollouts
 from actors.router import RouterState
+from actors.rules_store import RulesStore
 from actors.serving.metrics import Metrics
 from actors.serving.predictor import Predictor
 from actors.switch_feed import SwitchFeed
@@ -55,8 +58,15 @@ class Service:
     feed: SwitchFeed
     commands: ControlBus
     gate: AccessGate
+    rules: RulesStore
+    cluster: Cluster
+    rollouts: Rollouts
     started_at: float = attrs.field(factory=time.time)
     stop: trio.Event = attrs.field(factory=trio.Event)
+
+    def rules_version(self) -> str:
+        """The version of the rules document in force here (a digest for a file, a counter in Redis)."""
+        return self.watcher.version
 
     async def reload_config(self) -> bool:
         """Seed 000's programmatic reload: True when the new config is in force."""

@@ -13,6 +13,7 @@ from actors.core.commands import (
     Command,
     DeregisterVersion,
     PromoteSwitch,
+    RecordStep,
     RegisterVersion,
     ReloadConfig,
     ReloadModel,
@@ -36,6 +37,7 @@ EXAMPLES: tuple[Command, ...] = (
     DeregisterVersion("fast", "1"),
     ReloadModel("fast", "sw-4"),
     ReloadConfig("api"),
+    RecordStep("sw-1", {"id": "sw-1", "state": "running"}, 3),
 )
 
 

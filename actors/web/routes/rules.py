@@ -16,8 +16,11 @@ def register(app: QuartTrio, service: Service) -> None:
     @app.get("/rules")
     async def rules() -> Response:
         active = service.router.active
-        return json_response({**active.config.to_dict(), "generation": active.generation,
-                              "activated_at": active.activated_at})
+        response = json_response({**active.config.to_dict(), "generation": active.generation,
+                                  "activated_at": active.activated_at, "version": service.rules_version(),
+                                  "source": service.rules.source.kind})
+        response.headers["ETag"] = f'"{service.rules_version()}"'  # what PUT /rules takes as If-Match
+        return response
 
     @app.post("/route/test")
     async def route_test() -> Response:
