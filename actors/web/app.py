@@ -10,7 +10,7 @@ from actors.core.errors import RouterError
 from actors.web.auth import require_admin
 from actors.web.errors import MAX_BODY_BYTES, HttpProtocolError, internal_error, log_error, payload_too_large
 from actors.web.quart_io import error_response
-from actors.web.routes import health, models, rules, switches
+from actors.web.routes import health, models, oip, rules, switches
 from actors.web.service import SERVICE_NAME, Service
 from actors.web.websockets import stream_predictions, stream_switches
 
@@ -50,7 +50,7 @@ def create_app(service: Service) -> QuartTrio:
     async def on_unexpected(error: Exception) -> Response:
         return error_response(internal_error(_current_path(), error))
 
-    for routes in (models, switches, rules, health):
+    for routes in (models, switches, rules, health, oip):
         routes.register(app, service, admin)
 
     @app.websocket("/ws/switches")

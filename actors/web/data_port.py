@@ -18,9 +18,12 @@ import trio
 from actors import data_plane
 from actors.core.errors import RouterError
 from actors.core.rules import DataPlaneSettings
+from actors.serving.oip import match_model_path
 from actors.web.bodies import parse_json
 from actors.web.errors import MAX_BODY_BYTES, error_payload, internal_error, log_error
-from actors.web.http1 import Limits, Request, Response, Routes
+from actors.web.http1 import Handler, Limits, Request, Resolver, Response, Routes
+from actors.web.oip_calls import HEADER_LENGTH, OipAnswer, OipCall, OipHandler, model_call, oip_handler
+from actors.web.request_ids import with_request_id
 from actors.web.service import Service
 from actors.web.views import health_body, ready_body
 
@@ -74,13 +77,62 @@ def routes(service: Service) -> Routes:
         status, body = ready_body(service)
         return Response(status, orjson.dumps(body))
 
+    oip = oip_handler(service)
+
+    def fixed_oip(endpoint: str) -> Handler:
+        async def handle(request: Request) -> Response:
+            return _oip_response(await oip(OipCall(endpoint)))
+
+        return handle
+
     table = {
         "/predict": ("POST", _prediction_route(predictor.predict_one, "POST /predict")),
         "/predict/batch": ("POST", _prediction_route(predictor.predict_batch, "POST /predict/batch")),
         "/health": ("GET", health),
         "/health/ready": ("GET", ready),
+        "/v2/health/live": ("GET", fixed_oip("live")),
+        "/v2/health/ready": ("GET", fixed_oip("ready")),
+        "/v2": ("GET", fixed_oip("server")),
     }
-    return {path: {method: _timed(service, path, method, handler)} for path, (method, handler) in table.items()}
+    return {path: {method: with_request_id(_timed(service, path, method, handler))}
+            for path, (method, handler) in table.items()}
+
+
+def _oip_response(answer: OipAnswer) -> Response:
+    headers = tuple((name.encode(), value.encode()) for name, value in answer.headers)
+    return Response(answer.status, answer.body, headers, answer.content_type.encode())
+
+
+# The model routes' templates, as the main port's URL map names them (one metrics label per template).
+_MODEL_TEMPLATES: dict[tuple[str, bool], tuple[str, str]] = {
+    ("model", False): ("GET", "/v2/models/<name>"),
+    ("model", True): ("GET", "/v2/models/<name>/versions/<version>"),
+    ("ready", False): ("GET", "/v2/models/<name>/ready"),
+    ("ready", True): ("GET", "/v2/models/<name>/versions/<version>/ready"),
+    ("infer", False): ("POST", "/v2/models/<name>/infer"),
+    ("infer", True): ("POST", "/v2/models/<name>/versions/<version>/infer"),
+}
+
+
+def model_routes(service: Service, oip: OipHandler | None = None) -> Resolver:
+    """The resolver for ``/v2/models/...``: one method table per template, built once and reused."""
+    handle = oip or oip_handler(service)
+
+    async def model_route(request: Request) -> Response:
+        length = request.header(HEADER_LENGTH.encode())
+        call = model_call(request.path, request.body, length.decode("latin-1") if length is not None else None)
+        return _oip_response(await handle(call))
+
+    tables = {key: {method: with_request_id(_timed(service, template, method, model_route))}
+              for key, (method, template) in _MODEL_TEMPLATES.items()}
+
+    def resolve(path: str) -> dict[str, Handler] | None:
+        if not path.startswith("/v2/models/"):
+            return None
+        route = match_model_path(path)
+        return None if route is None else tables[(route[0], route[2] is not None)]
+
+    return resolve
 
 
 def limits(settings: DataPlaneSettings) -> Limits:
@@ -96,7 +148,7 @@ async def serve_data_port(service: Service, host: str, port: int, settings: Data
     """Run the data-plane actor until ``service.stop``; it drains, then ``done`` is set."""
     try:
         await data_plane.run(
-            host=host, port=port, routes=routes(service), limits=limits(settings),
+            host=host, port=port, routes=routes(service), resolve=model_routes(service), limits=limits(settings),
             upgrade_hint=f"this is the data plane (inference only); WebSocket, admin and every other route "
                          f"are on the main port {main_port}",
             reuse_port=reuse_port, shutdown=service.stop, task_status=task_status)

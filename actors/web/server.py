@@ -12,6 +12,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from actors.web.app import create_app
 from actors.web.errors import MAX_BODY_BYTES
 from actors.web.hot_path import HOT_PATHS, HotPath
+from actors.web.request_ids import RequestIds
 from actors.web.request_metrics import RequestMetrics, RouteTemplates
 from actors.web.service import Service
 
@@ -51,7 +52,7 @@ async def serve_main_port(service: Service, config: HypercornConfig, done: trio.
         quart_app = create_app(service)
         timed = RequestMetrics(HotPath(quart_app, service), service.metrics,
                                RouteTemplates(quart_app.url_map, fixed_routes=HOT_PATHS))
-        await hypercorn_serve(timed, config,
+        await hypercorn_serve(RequestIds(timed), config,
                               shutdown_trigger=service.stop.wait, task_status=task_status)
     finally:
         done.set()
