@@ -39,7 +39,7 @@ from actors.control_bus import ControlBus
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
-from actors.lifecycle import ActorGroup, stop_on_signals, supervise_workers
+from actors.lifecycle import LOG_FORMATS, ActorGroup, configure_logging, stop_on_signals, supervise_workers
 from actors.mailbox import Envelope
 from actors.model_cache import ModelCache, cache_limits
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
@@ -82,6 +82,7 @@ class Options:
     batch_min_call_us: float = 20.0
     # None: the config's data_plane.port, else DEFAULT_DATA_PORT; 0: no data plane.
     data_port: int | None = 0
+    log_format: str = "plain"
 
 
 @attrs.frozen
@@ -290,7 +291,12 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
                         help="dynamic batching: only for model versions whose single call costs this much")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
+    log_format = environ.get("MODEL_ROUTER_LOG_FORMAT", "").strip().lower() or "plain"
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=log_format,
+                        help="plain text, or one JSON object per line (env MODEL_ROUTER_LOG_FORMAT)")
     args = parser.parse_args(argv)
+    if args.log_format not in LOG_FORMATS:  # argparse checks choices given as options, not defaults
+        parser.error(f"MODEL_ROUTER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {args.log_format!r}")
     preload = tuple(n.strip() for n in environ.get("PRELOAD_MODELS", "").split(",") if n.strip())
     options = Options(
         config=Path(args.config).resolve(), host=args.host, port=args.port,
@@ -299,7 +305,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         access_log=args.access_log, state_file=Path(args.state_file).resolve() if args.state_file else None,
         workers=max(1, args.workers), worker_index=args.worker_index,
         batch_max_size=args.batch_max_size, batch_delay_us=max(0.0, args.batch_delay_us),
-        batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port,
+        batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port, log_format=args.log_format,
     )
     return options, args.log_level
 
@@ -307,10 +313,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     options, level = parse_options(arguments, dict(os.environ))
-    prefix = f"w{options.worker_index} " if options.worker_index else ""
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    configure_logging(level, options.log_format, options.worker_index)
     if options.workers > 1 and options.worker_index == 0:
         load_initial_config(options)  # fail fast, once, before starting anything
         command = [sys.executable, str(Path(__file__).resolve()), *arguments]

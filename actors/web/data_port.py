@@ -20,7 +20,7 @@ from actors.core.errors import RouterError
 from actors.core.rules import DataPlaneSettings
 from actors.serving.oip import match_model_path
 from actors.web.bodies import parse_json
-from actors.web.errors import MAX_BODY_BYTES, error_payload, internal_error, log_error
+from actors.web.errors import MAX_BODY_BYTES, correlation_of, error_payload, internal_error, log_error
 from actors.web.http1 import Handler, Limits, Request, Resolver, Response, Routes
 from actors.web.oip_calls import HEADER_LENGTH, OipAnswer, OipCall, OipHandler, model_call, oip_handler
 from actors.web.request_ids import with_request_id
@@ -54,10 +54,12 @@ def _timed(service: Service, route: str, method: str,
 
 def _prediction_route(answer: Answer, where: str) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
+        body = None
         try:
-            return Response(200, orjson.dumps(await answer(parse_json(request.body))))
+            body = parse_json(request.body)
+            return Response(200, orjson.dumps(await answer(body)))
         except RouterError as error:
-            log_error(where, error)
+            log_error(where, error, correlation_of(body))
             status, body = error_payload(error)
         except Exception as exc:
             status, body = error_payload(internal_error(where, exc))

@@ -16,7 +16,7 @@ from quart_trio import QuartTrio
 
 from actors.core.errors import RouterError
 from actors.web.bodies import parse_json, read_asgi_body
-from actors.web.errors import MethodNotAllowed, error_payload, internal_error, log_error
+from actors.web.errors import MethodNotAllowed, correlation_of, error_payload, internal_error, log_error
 from actors.web.service import Service
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -42,6 +42,7 @@ class HotPath:
 
     async def predict(self, path: str, method: str, receive: Receive, send: Send) -> None:
         headers = JSON_HEADERS
+        body = None
         try:
             if method != "POST":
                 headers = [*JSON_HEADERS, (b"allow", b"POST")]
@@ -51,7 +52,7 @@ class HotPath:
             answer = await (predictor.predict_one(body) if path == "/predict" else predictor.predict_batch(body))
             status, payload = 200, orjson.dumps(answer)
         except RouterError as error:
-            log_error(f"{method} {path}", error)
+            log_error(f"{method} {path}", error, correlation_of(body))
             status, payload = error_payload(error)
             if status == 413:  # the unread rest of the body makes this connection unusable
                 headers = [*headers, (b"connection", b"close")]

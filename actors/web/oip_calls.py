@@ -158,7 +158,8 @@ class OipEndpoints:
         failure = oip.first_failure(answer["predictions"])
         if failure is not None:
             # The predictor already chose the status (errors.http_status); this only logs it.
-            log_error(f"OIP infer {call.model}", HttpProtocolError(failure.status, "row_failed", failure.message))
+            log_error(f"OIP infer {call.model}", HttpProtocolError(failure.status, "row_failed", failure.message),
+                      parsed.correlation_ids[failure.row])
             return _json(failure.status, oip.error_body(failure.message))
         body, tail = oip.infer_response(parsed, layout, answer["predictions"])
         head = orjson.dumps(body)
