@@ -22,7 +22,7 @@ from actors.serving.oip import match_model_path
 from actors.web.bodies import parse_json
 from actors.web.errors import MAX_BODY_BYTES, correlation_of, error_payload, internal_error, log_error
 from actors.web.http1 import Handler, Limits, Request, Resolver, Response, Routes
-from actors.web.oip_calls import HEADER_LENGTH, OipAnswer, OipCall, OipHandler, model_call, oip_handler
+from actors.web.oip_calls import HEADER_LENGTH, OipAnswer, OipCall, model_call, oip_handler
 from actors.web.request_ids import with_request_id
 from actors.web.service import Service
 from actors.web.views import health_body, ready_body
@@ -116,9 +116,9 @@ _MODEL_TEMPLATES: dict[tuple[str, bool], tuple[str, str]] = {
 }
 
 
-def model_routes(service: Service, oip: OipHandler | None = None) -> Resolver:
+def model_routes(service: Service) -> Resolver:
     """The resolver for ``/v2/models/...``: one method table per template, built once and reused."""
-    handle = oip or oip_handler(service)
+    handle = oip_handler(service)
 
     async def model_route(request: Request) -> Response:
         length = request.header(HEADER_LENGTH.encode())

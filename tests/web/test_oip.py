@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -271,10 +272,25 @@ async def test_canary_assigns_rows_by_id_and_symbol_like_predict(config_path: Pa
                 assert body["outputs"][0]["data"] == [by_symbol[s] for s in symbols]
                 assert body["model_version"] == "1,2"
                 assert body["outputs"][1]["data"] == [f"many/{i}" for i in range(len(symbols))]
+                # Triton's client, with the symbol parameter and the request id a trading engine would send.
+                assert await with_triton(url, partial(assigned_versions, row, by_symbol, by_id)) == (by_symbol, by_id)
                 # A version in the URL is that version, whatever the plan says.
                 r = await client.post("/v2/models/fast/versions/2/infer",
                                       json=oip_body([row] * 3, outputs=versions_output))
                 assert r.json()["outputs"][0]["data"] == ["2", "2", "2"]
+
+
+def assigned_versions(row: list[float], by_symbol: dict[str, str], by_id: dict[str, str],
+                      client: triton.InferenceServerClient) -> tuple[dict[str, str], dict[str, str]]:
+    def version(symbol: str | None, request_id: str) -> str:
+        tensor = triton.InferInput("features", [1, 3], "FP32")
+        tensor.set_data_from_numpy(np.asarray([row], dtype=np.float32))
+        result = client.infer("fast", [tensor], request_id=request_id,
+                              parameters={"symbol": symbol} if symbol else None,
+                              outputs=[triton.InferRequestedOutput("model_version")])
+        return str(result.as_numpy("model_version")[0].decode())
+
+    return {s: version(s, "any") for s in by_symbol}, {i: version(None, i) for i in by_id}
 
 
 async def test_oip_requests_are_timed_by_route_template(harness: Harness) -> None:
