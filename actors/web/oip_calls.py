@@ -133,10 +133,10 @@ class OipEndpoints:
 
     async def layout(self, name: str, version: str | None) -> oip.Layout:
         """The version's tensor layout from its metadata (loading the model if it is not loaded)."""
-        if name not in self.service.cache.view.catalog:
-            self.unknown(name, version)
-        chosen = self.version_of(name, version)
+        chosen = version if version is not None else self.service.predictor.serving_version(name)
         cache = self.service.cache
+        # On a miss the cache rescans the repository, so a model just copied in is found
+        # exactly as /predict finds it; unknown names and versions raise its 404s.
         model = cache.lookup(name, chosen) or await cache.get(name, chosen)
         meta = model.metadata
         return oip.Layout(model.name, model.version, meta.features, meta.window, meta.labels, meta.framework)

@@ -301,3 +301,13 @@ async def test_oip_requests_are_timed_by_route_template(harness: Harness) -> Non
     line = next(line for line in text.splitlines() if line.startswith(
         'model_router_http_request_duration_seconds_count{method="POST",route="/v2/models/<name>/infer"'))
     assert float(line.rsplit(" ", 1)[1]) >= 2
+
+
+async def test_a_model_copied_in_after_start_is_found_as_predict_finds_it(harness: Harness, repo: Path) -> None:
+    build_random_model(repo, "late", "1", FAST_FEATURES, seed=5)
+    for url in urls(harness):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            meta = await client.get("/v2/models/late")
+            assert meta.status_code == 200 and meta.json()["versions"] == ["1"], meta.text
+            infer = await client.post("/v2/models/late/versions/1/infer", json=oip_body([[1, 2, 3]]))
+            assert infer.status_code == 200 and infer.json()["model_version"] == "1"
