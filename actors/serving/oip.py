@@ -136,11 +136,18 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def _flatten(data: Any, into: list[Any]) -> None:
-    if isinstance(data, list):
-        for item in data:
-            _flatten(item, into)
-    else:
+    """Row-major values of flat or nested lists (rows of numbers, the usual case, take one pass)."""
+    if type(data) is not list:
         into.append(data)
+        return
+    for item in data:
+        if type(item) is list:
+            if any(type(v) is list for v in item):
+                _flatten(item, into)
+            else:
+                into.extend(item)
+        else:
+            into.append(item)
 
 
 def _shape(tensor: Mapping[str, Any], name: str) -> tuple[int, ...]:

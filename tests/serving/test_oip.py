@@ -46,6 +46,8 @@ def test_features_tensor_flat_or_nested_becomes_feature_major_rows() -> None:
     nested = oip.parse_infer({"inputs": [tensor("features", [2, 6], [list(range(6)), list(range(6, 12))])]},
                              b"", WINDOWED)
     assert flat.rows == nested.rows == ({"x": [0, 1, 2], "y": [3, 4, 5]}, {"x": [6, 7, 8], "y": [9, 10, 11]})
+    deeper = oip.parse_infer({"inputs": [tensor("features", [1, 6], [[[0, 1, 2], [3, 4, 5]]])]}, b"", WINDOWED)
+    assert deeper.rows == flat.rows[:1]
     one = oip.parse_infer({"inputs": [tensor("features", [3], [1.0, 2.0, 3.0])]}, b"", FAST)
     assert one.rows == ({"a": 1.0, "b": 2.0, "c": 3.0},)
 
