@@ -311,3 +311,18 @@ async def test_a_model_copied_in_after_start_is_found_as_predict_finds_it(harnes
             assert meta.status_code == 200 and meta.json()["versions"] == ["1"], meta.text
             infer = await client.post("/v2/models/late/versions/1/infer", json=oip_body([[1, 2, 3]]))
             assert infer.status_code == 200 and infer.json()["model_version"] == "1"
+
+
+async def test_open_breaker_makes_the_model_unready_and_fails_infer_like_predict(harness: Harness) -> None:
+    for _ in range(5):
+        harness.service.health.breakers.failure(("fast", "1"))
+    predicted = await harness.predict(model_name="fast", features={"a": 1, "b": 2, "c": 3})
+    assert predicted.status_code == 503
+    for url in urls(harness):
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            ready = await client.get("/v2/models/fast/ready")
+            assert ready.status_code == 503 and ready.json() == {"name": "fast", "ready": False}
+            infer = await client.post("/v2/models/fast/infer", json=oip_body([[1, 2, 3], [4, 5, 6]]))
+            assert infer.status_code == 503
+            assert infer.json() == {"error": "row 0: circuit_open: " + predicted.json()["error"]["message"]}
+        assert await with_triton(url, lambda c: c.is_model_ready("fast")) is False
