@@ -22,7 +22,7 @@ import attrs
 import orjson
 import trio
 
-from actors.serving.request_context import CORRELATION_ID, REQUEST_ID
+from actors.serving.request_context import REQUEST_ID
 
 log = logging.getLogger("model_router")
 
@@ -33,10 +33,10 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log pipelines that index fields rather than grep text.
 
     Fields: ``time`` (UTC, ISO 8601, milliseconds), ``level``, ``logger``, ``message``,
-    ``worker``; ``request_id`` and ``correlation_id`` when known (a record's ``extra`` wins
-    over the request context); ``exception`` with the traceback when there is one. A dozen
-    lines on orjson, which the service already uses: a library would add a dependency for
-    less control over the field names.
+    ``worker``; ``request_id`` (the record's ``extra``, else the request's context) and
+    ``correlation_id`` (from ``extra``) when known; ``exception`` with the traceback when
+    there is one. A dozen lines on orjson, which the service already uses: a library would
+    add a dependency for less control over the field names.
     """
 
     def __init__(self, worker: int = 0) -> None:
@@ -55,7 +55,7 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
         if request_id:
             entry["request_id"] = request_id
-        correlation_id = getattr(record, "correlation_id", None) or CORRELATION_ID.get()
+        correlation_id = getattr(record, "correlation_id", None)
         if correlation_id:
             entry["correlation_id"] = correlation_id
         if record.exc_info:

@@ -2,9 +2,10 @@
 
 Both ports set ``REQUEST_ID`` for the duration of a request (from ``X-Request-ID``, or a
 generated one) and the JSON log formatter reads it, so every line a request causes carries
-its id without passing it through every call. A line about one prediction passes its
-correlation id as ``extra={"correlation_id": ...}``; ``CORRELATION_ID`` serves code paths
-that handle one prediction for a while (a WebSocket stream, for instance).
+its id without passing it through every call (Hypercorn's access line included: it is
+written from the request's own send). A line about one prediction passes its correlation
+id as ``extra={"correlation_id": ...}``: a request may carry many predictions, so that id
+belongs to the line, not to the context.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
-CORRELATION_ID: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 
