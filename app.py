@@ -43,7 +43,7 @@ from actors.core.access import AccessConfigError, AccessPolicy
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
-from actors.lifecycle import ActorGroup, stop_on_signals, supervise_workers
+from actors.lifecycle import LOG_FORMATS, ActorGroup, configure_logging, stop_on_signals, supervise_workers
 from actors.mailbox import Envelope
 from actors.model_cache import ModelCache, cache_limits
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
@@ -96,6 +96,7 @@ class Options:
     rules_source: str = "file"
     replica_id: str | None = None
     advertise_url: str | None = None
+    log_format: str = "plain"
 
 
 @attrs.frozen
@@ -326,9 +327,14 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
                         help="this replica's URL in GET /cluster")
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
+    log_format = environ.get("MODEL_ROUTER_LOG_FORMAT", "").strip().lower() or "plain"
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=log_format,
+                        help="plain text, or one JSON object per line (env MODEL_ROUTER_LOG_FORMAT)")
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
+    if args.log_format not in LOG_FORMATS:  # argparse checks choices given as options, not defaults
+        parser.error(f"MODEL_ROUTER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {args.log_format!r}")
     preload = tuple(n.strip() for n in environ.get("PRELOAD_MODELS", "").split(",") if n.strip())
     options = Options(
         config=Path(args.config).resolve(), host=args.host, port=args.port,
@@ -337,7 +343,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         access_log=args.access_log, state_file=Path(args.state_file).resolve() if args.state_file else None,
         workers=max(1, args.workers), worker_index=args.worker_index,
         batch_max_size=args.batch_max_size, batch_delay_us=max(0.0, args.batch_delay_us),
-        batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port,
+        batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port, log_format=args.log_format,
         certfile=Path(args.certfile).resolve() if args.certfile else None,
         keyfile=Path(args.keyfile).resolve() if args.keyfile else None, rules_source=args.rules_source,
         replica_id=args.replica_id, advertise_url=args.advertise_url,
@@ -350,10 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments[:1] == ["keys"]:  # `app.py keys create|list|revoke ...` edits the access file
         return keys_main(arguments[1:])
     options, level = parse_options(arguments, dict(os.environ))
-    prefix = f"w{options.worker_index} " if options.worker_index else ""
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    configure_logging(level, options.log_format, options.worker_index)
     if options.workers > 1 and options.worker_index == 0:
         load_initial_config(options)  # fail fast, once, before starting anything
         command = [sys.executable, str(Path(__file__).resolve()), *arguments]

@@ -1,4 +1,4 @@
-"""Starting and stopping: actors in dependency order and back in reverse; signals; worker processes.
+"""Starting and stopping: actors in dependency order and back in reverse; signals; worker processes; logging.
 
 Each actor is started with ``nursery.start`` so the next one (and finally the HTTP
 listeners) starts only once it reported ready. Stopping cancels them last-started-first
@@ -12,14 +12,71 @@ import logging
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
+import orjson
 import trio
 
+from actors.serving.request_context import REQUEST_ID
+
 log = logging.getLogger("model_router")
+
+LOG_FORMATS = ("plain", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines that index fields rather than grep text.
+
+    Fields: ``time`` (UTC, ISO 8601, milliseconds), ``level``, ``logger``, ``message``,
+    ``worker``; ``request_id`` (the record's ``extra``, else the request's context) and
+    ``correlation_id`` (from ``extra``) when known; ``exception`` with the traceback when
+    there is one. A dozen lines on orjson, which the service already uses: a library would
+    add a dependency for less control over the field names.
+    """
+
+    def __init__(self, worker: int = 0) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "worker": self.worker,
+        }
+        request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
+        if request_id:
+            entry["request_id"] = request_id
+        correlation_id = getattr(record, "correlation_id", None)
+        if correlation_id:
+            entry["correlation_id"] = correlation_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str, log_format: str = "plain", worker_index: int = 0) -> None:
+    """The process's one log handler on stderr: plain text (the default) or JSON lines."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(worker_index))
+    else:
+        prefix = f"w{worker_index} " if worker_index else ""
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 @attrs.define

@@ -212,3 +212,48 @@ async def test_sigterm_answers_what_the_data_plane_read_then_exits_0(config_path
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_json_logs_carry_the_request_id_on_both_ports(config_path: Path) -> None:
+    """--log-format json: every log line is one JSON object; a request's X-Request-ID is on the lines it causes."""
+    port, data_port = free_port(), free_port()
+    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--port", str(port),
+         "--data-port", str(data_port), "--log-format", "json"],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    log = LogReader(process)
+    try:
+        await log.wait_for(f"data plane on http://127.0.0.1:{data_port}")
+        echoed = {}
+        for base, request_id in ((port, "req-main-7f3a"), (data_port, "req-data-51c2")):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{base}", timeout=10) as client:
+                r = await client.post("/predict", headers={"X-Request-ID": request_id},
+                                      json={"model_name": "ghost", "features": fast_features(),
+                                            "correlation_id": f"corr-{request_id}"})
+                assert r.status_code == 404
+                echoed[request_id] = r.headers["x-request-id"]
+                generated = await client.get("/health")
+                assert generated.headers["x-request-id"]  # none given: one is generated and echoed
+            await log.wait_for(request_id)
+        assert echoed == {"req-main-7f3a": "req-main-7f3a", "req-data-51c2": "req-data-51c2"}
+        process.send_signal(signal.SIGTERM)
+        await log.wait_for("model-router stopped")
+        assert await trio.to_thread.run_sync(process.wait, 15) == 0
+        assert process.stderr is not None
+        rest = await trio.to_thread.run_sync(process.stderr.read)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # The TFLite runtime's native notice ("INFO: Created TensorFlow Lite XNNPACK delegate") is
+    # written by C++ straight to stderr, past Python's logging; every other line is JSON.
+    lines = [line for line in [*log.lines, *rest.splitlines()] if line.strip() and "TensorFlow Lite" not in line]
+    entries = [json.loads(line) for line in lines]
+    assert all({"time", "level", "logger", "message", "worker"} <= set(e) for e in entries)
+    assert any(e["message"].startswith("model-router") and "serving" in e["message"] for e in entries)
+    for request_id in ("req-main-7f3a", "req-data-51c2"):
+        about = [e for e in entries if e.get("request_id") == request_id]
+        assert about, f"no line with request_id {request_id}"
+        assert any("POST /predict -> 404" in e["message"] and e["correlation_id"] == f"corr-{request_id}"
+                   for e in about), about

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
 from functools import partial
+from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
-from actors.lifecycle import ActorGroup
+import app
+from actors.lifecycle import ActorGroup, JsonFormatter, configure_logging
+from actors.serving.request_context import REQUEST_ID, accepted_request_id, new_request_id
 
 
 async def slow_actor(name: str, startup_s: float, log: list[str],
@@ -46,3 +53,45 @@ async def test_an_actor_that_fails_to_start_fails_the_start(autojump_clock: trio
     except BaseException as exc:  # trio wraps it in an ExceptionGroup
         caught = exc
     assert caught is not None and "cannot bind" in repr(caught)
+
+
+def test_json_formatter_fields_context_and_extra() -> None:
+    formatter = JsonFormatter(worker=3)
+    record = logging.LogRecord("model_router.web", logging.INFO, __file__, 1, "answered %s", ("x",), None)
+    entry = json.loads(formatter.format(record))
+    assert entry["level"] == "INFO" and entry["logger"] == "model_router.web" and entry["worker"] == 3
+    assert entry["message"] == "answered x" and entry["time"].endswith("Z")
+    assert "request_id" not in entry and "correlation_id" not in entry
+    token = REQUEST_ID.set("req-9")
+    try:
+        record.correlation_id = "corr-1"  # what extra={"correlation_id": ...} sets
+        entry = json.loads(formatter.format(record))
+    finally:
+        REQUEST_ID.reset(token)
+    assert entry["request_id"] == "req-9" and entry["correlation_id"] == "corr-1"
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    line = formatter.format(failed)
+    assert "\n" not in line and "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_log_format_option_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "rules.yml"
+    assert app.parse_options(["--config", str(config)], {})[0].log_format == "plain"
+    assert app.parse_options(["--config", str(config)], {"MODEL_ROUTER_LOG_FORMAT": "JSON"})[0].log_format == "json"
+    assert app.parse_options(["--config", str(config), "--log-format", "plain"],
+                             {"MODEL_ROUTER_LOG_FORMAT": "json"})[0].log_format == "plain"
+    with pytest.raises(SystemExit):
+        app.parse_options(["--config", str(config)], {"MODEL_ROUTER_LOG_FORMAT": "yaml"})
+    with pytest.raises(ValueError, match="log format"):
+        configure_logging("INFO", "yaml")
+
+
+def test_request_ids_are_kept_when_safe_and_replaced_otherwise() -> None:
+    assert accepted_request_id(b"abc-123") == "abc-123"
+    for unsafe in (None, b"", b"a\nforged line", b"x" * 129, "caf\u00e9"):
+        generated = accepted_request_id(unsafe)
+        assert generated.startswith("r") and generated.isascii() and generated != unsafe
+    assert new_request_id() != new_request_id()

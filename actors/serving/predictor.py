@@ -191,7 +191,8 @@ class Predictor:
         if now - self.last_slow_log >= 1.0:
             self.last_slow_log = now
             log.warning("select_model took %.1f us (budget %.0f us) for asset_class=%r horizon_ms=%r",
-                        elapsed_us, budget_us, request.asset_class, request.horizon_ms)
+                        elapsed_us, budget_us, request.asset_class, request.horizon_ms,
+                        extra={"correlation_id": request.correlation_id})
 
     def note_active_model(self, request: PredictRequest, selection: Selection) -> None:
         """Keep ``model_router_active_model`` for routes seen in traffic (bounded)."""

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from actors.core.errors import RouterError
 from actors.web.errors import MAX_BODY_BYTES, HttpProtocolError, internal_error, log_error, payload_too_large
 from actors.web.quart_io import error_response
-from actors.web.routes import access, api, cluster, health, models, rules, rules_api, switches
+from actors.web.routes import access, api, cluster, health, models, oip, rules, rules_api, switches
 from actors.web.service import SERVICE_NAME, Service
 from actors.web.websockets import stream_predictions, stream_switches
 
@@ -52,7 +52,7 @@ def create_app(service: Service) -> QuartTrio:
     async def on_unexpected(error: Exception) -> Response:
         return error_response(internal_error(_current_path(), error))
 
-    for routes in (models, switches, rules, rules_api, cluster, health, access, api):
+    for routes in (models, switches, rules, rules_api, cluster, health, oip, access, api):
         routes.register(app, service)
 
     @app.websocket("/ws/switches")

@@ -22,10 +22,13 @@ from actors import data_plane
 from actors.core.access import ApiKey, Refusal
 from actors.core.errors import RouterError
 from actors.core.rules import DataPlaneSettings
+from actors.serving.oip import match_model_path
 from actors.web.access import SECURITY_HEADERS
 from actors.web.bodies import parse_json
-from actors.web.errors import MAX_BODY_BYTES, error_payload, internal_error, log_error
-from actors.web.http1 import Limits, Request, Response, Routes
+from actors.web.errors import MAX_BODY_BYTES, correlation_of, error_payload, internal_error, log_error
+from actors.web.http1 import Handler, Limits, Request, Resolver, Response, Routes
+from actors.web.oip_calls import HEADER_LENGTH, OipAnswer, OipCall, model_call, oip_handler
+from actors.web.request_ids import with_request_id
 from actors.web.service import Service
 from actors.web.views import health_body, ready_body
 
@@ -54,12 +57,16 @@ def _timed(service: Service, route: str, method: str,
 
 
 def _gated(service: Service, method: str, path: str,
-           handler: Callable[[Request, ApiKey], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """The access gate first (the same check as the main port's layer), then the handler."""
+           handler: Callable[[Request, ApiKey], Awaitable[Response]], *,
+           by_path: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """The access gate first (the same check as the main port's layer), then the handler.
+
+    ``by_path``: a patterned route, checked by the request's own path (the table matches templates).
+    """
     gate = service.gate
 
     async def gated(request: Request) -> Response:
-        key = gate.check(method, path, request.header, request.client)
+        key = gate.check(method, request.path if by_path else path, request.header, request.client)
         if isinstance(key, Refusal):
             status, headers, body = gate.refusal_response(key)
             return Response(status, body, (*_extra(headers), *SECURITY_HEADERS))
@@ -77,15 +84,17 @@ def _prediction_route(service: Service, batch: bool, where: str) -> Callable[[Re
     gate, predictor = service.gate, service.predictor
 
     async def handle(request: Request, key: ApiKey) -> Response:
+        body = None
         try:
-            answer = await gate.predict(predictor, key, parse_json(request.body), batch=batch)
+            body = parse_json(request.body)
+            answer = await gate.predict(predictor, key, body, batch=batch)
             return Response(200, orjson.dumps(answer), SECURITY_HEADERS)
         except RouterError as error:
-            log_error(where, error)
-            status, body = error_payload(error)
+            log_error(where, error, correlation_of(body))
+            status, payload = error_payload(error)
         except Exception as exc:
-            status, body = error_payload(internal_error(where, exc))
-        return Response(status, body, SECURITY_HEADERS)
+            status, payload = error_payload(internal_error(where, exc))
+        return Response(status, payload, SECURITY_HEADERS)
 
     return handle
 
@@ -100,14 +109,66 @@ def routes(service: Service) -> Routes:
         status, body = ready_body(service)
         return Response(status, orjson.dumps(body), SECURITY_HEADERS)
 
+    oip = oip_handler(service)
+
+    def fixed_oip(endpoint: str) -> Callable[[Request, ApiKey], Awaitable[Response]]:
+        async def handle(request: Request, key: ApiKey) -> Response:
+            return _oip_response(await oip(OipCall(endpoint, key=key)))
+
+        return handle
+
     table = {
         "/predict": ("POST", _prediction_route(service, False, "POST /predict")),
         "/predict/batch": ("POST", _prediction_route(service, True, "POST /predict/batch")),
         "/health": ("GET", health),
         "/health/ready": ("GET", ready),
+        "/v2/health/live": ("GET", fixed_oip("live")),
+        "/v2/health/ready": ("GET", fixed_oip("ready")),
+        "/v2": ("GET", fixed_oip("server")),
     }
-    return {path: {method: _timed(service, path, method, _gated(service, method, path, handler))}
+    return {path: {method: with_request_id(_timed(service, path, method, _gated(service, method, path, handler)))}
             for path, (method, handler) in table.items()}
+
+
+def _oip_response(answer: OipAnswer) -> Response:
+    headers = tuple((name.encode(), value.encode()) for name, value in answer.headers)
+    return Response(answer.status, answer.body, (*headers, *SECURITY_HEADERS), answer.content_type.encode())
+
+
+# The model routes' templates, as the main port's URL map names them (one metrics label per template).
+_MODEL_TEMPLATES: dict[tuple[str, bool], tuple[str, str]] = {
+    ("model", False): ("GET", "/v2/models/<name>"),
+    ("model", True): ("GET", "/v2/models/<name>/versions/<version>"),
+    ("ready", False): ("GET", "/v2/models/<name>/ready"),
+    ("ready", True): ("GET", "/v2/models/<name>/versions/<version>/ready"),
+    ("infer", False): ("POST", "/v2/models/<name>/infer"),
+    ("infer", True): ("POST", "/v2/models/<name>/versions/<version>/infer"),
+}
+
+
+def model_routes(service: Service) -> Resolver:
+    """The resolver for ``/v2/models/...``: one method table per template, built once and reused."""
+    handle = oip_handler(service)
+
+    async def model_route(request: Request, key: ApiKey) -> Response:
+        length = request.header(HEADER_LENGTH.encode())
+        call = model_call(request.path, request.body, length.decode("latin-1") if length is not None else None, key)
+        return _oip_response(await handle(call))
+
+    def entry(method: str, template: str) -> Handler:
+        gated_template = template.replace("<", "{").replace(">", "}")  # the access table's spelling
+        return with_request_id(_timed(service, template, method,
+                                      _gated(service, method, gated_template, model_route, by_path=True)))
+
+    tables = {key: {method: entry(method, template)} for key, (method, template) in _MODEL_TEMPLATES.items()}
+
+    def resolve(path: str) -> dict[str, Handler] | None:
+        if not path.startswith("/v2/models/"):
+            return None
+        route = match_model_path(path)
+        return None if route is None else tables[(route[0], route[2] is not None)]
+
+    return resolve
 
 
 def limits(settings: DataPlaneSettings) -> Limits:
@@ -130,7 +191,7 @@ async def serve_data_port(service: Service, host: str, port: int, settings: Data
                           task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the data-plane actor until ``service.stop``; it drains, then ``done`` is set."""
     try:
-        await data_plane.run(ssl_context=tls,
+        await data_plane.run(ssl_context=tls, resolve=model_routes(service),
             host=host, port=port, routes=routes(service), limits=limits(settings),
             upgrade_hint=f"this is the data plane (inference only); WebSocket, admin and every other route "
                          f"are on the main port {main_port}",

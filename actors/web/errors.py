@@ -89,10 +89,19 @@ def item_body(error: RouterError) -> dict[str, Any]:
     return {**error.to_body(), "status": http_status(error)}
 
 
-def log_error(where: str, error: RouterError) -> None:
-    """Client errors at INFO, service-side ones at WARNING: one rule for every layer."""
+def log_error(where: str, error: RouterError, correlation_id: Any = None) -> None:
+    """Client errors at INFO, service-side ones at WARNING: one rule for every layer.
+
+    ``correlation_id`` (when the failed request gave one) lands in the JSON log line's field.
+    """
     status = http_status(error)
-    log.log(logging.WARNING if status >= 500 else logging.INFO, "%s -> %d %s", where, status, error)
+    extra = {"correlation_id": correlation_id} if isinstance(correlation_id, str) else None
+    log.log(logging.WARNING if status >= 500 else logging.INFO, "%s -> %d %s", where, status, error, extra=extra)
+
+
+def correlation_of(body: Any) -> Any:
+    """The correlation id a request body names, if any (for the log line of a failed prediction)."""
+    return body.get("correlation_id") if isinstance(body, dict) else None
 
 
 def internal_error(where: str, exc: BaseException) -> InternalError:

@@ -17,7 +17,7 @@ from quart_trio import QuartTrio
 from actors.core.errors import RouterError
 from actors.web.access import scope_key
 from actors.web.bodies import parse_json, read_asgi_body
-from actors.web.errors import MethodNotAllowed, error_payload, internal_error, log_error
+from actors.web.errors import MethodNotAllowed, correlation_of, error_payload, internal_error, log_error
 from actors.web.service import Service
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -43,6 +43,7 @@ class HotPath:
 
     async def predict(self, path: str, method: str, receive: Receive, send: Send, scope: dict[str, Any]) -> None:
         headers = JSON_HEADERS
+        body = None
         try:
             if method != "POST":
                 headers = [*JSON_HEADERS, (b"allow", b"POST")]
@@ -53,7 +54,7 @@ class HotPath:
                                                 batch=path != "/predict")
             status, payload = 200, orjson.dumps(answer)
         except RouterError as error:
-            log_error(f"{method} {path}", error)
+            log_error(f"{method} {path}", error, correlation_of(body))
             status, payload = error_payload(error)
             if status == 413:  # the unread rest of the body makes this connection unusable
                 headers = [*headers, (b"connection", b"close")]

@@ -254,7 +254,7 @@ def test_route_table_covers_every_route_with_the_issue_roles() -> None:
         ("POST", "/switches/op-1/explode"): ANY_KEY,
     }
     assert {case: route_access(*case) for case in cases} == cases
-    assert len(ROUTE_ROLES) == 29
+    assert len(ROUTE_ROLES) == 29 + 8 + 9  # + the rules API and /cluster, + the Open Inference Protocol
 
 
 def test_route_table_matches_the_apps_routes() -> None:
