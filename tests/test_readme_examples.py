@@ -2,8 +2,10 @@
 
 The quick-start and switching blocks are marked ``<!-- example: NAME ... -->`` in README.md.
 Each command runs in bash in a scratch copy of the project layout (``conf/``, ``models/``,
-``.admin_key``); only the port (``localhost:8000``), the interpreter (``.venv/bin/python``)
-and ``make run &`` (the test starts the same command itself) are substituted. A ``# {...}``
+``.admin_key``); only the ports (``localhost:8000``, ``localhost:8001``), the interpreter
+(``.venv/bin/python``, ``.venv/bin/model-router``) and ``make run &`` (the test starts the same
+command itself) are substituted. Another command ending in ``&`` runs in the background (the
+feed follower): the test waits until it is subscribed, and at the end until it exits. A ``# {...}``
 comment right after a command is its answer: every field shown must be in the real answer
 with the same value (numbers to the digits shown; ``"…"`` is any string, ``"sw-…"`` any string
 starting ``sw-``; ``, …}`` means more fields follow), and each curl must answer 2xx.
@@ -128,10 +130,13 @@ def matches(expected: Any, actual: Any, path: str = "") -> list[str]:
     return [] if expected == actual else [f"{path}: expected {expected!r}, got {actual!r}"]
 
 
-def localise(command: str, port: int) -> str:
+def localise(command: str, port: int, data_port: int | None = None) -> str:
     """Point the command at the test's service and interpreter; report each curl's status."""
     command = command.replace("localhost:8000", f"127.0.0.1:{port}")
+    if data_port is not None:
+        command = command.replace("localhost:8001", f"127.0.0.1:{data_port}")
     command = command.replace(".venv/bin/python", shlex.quote(sys.executable))
+    command = command.replace(".venv/bin/model-router", f"{shlex.quote(sys.executable)} -m actors.client.cli")
     return re.sub(r"\bcurl -s\b", f"curl -sS -w '\\n{STATUS}%{{http_code}}\\n'", command) if (
         command.startswith("curl")) else command
 
@@ -160,9 +165,11 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def run_step(step: Step, port: int, cwd: Path, env: dict[str, str], shell_state: Path) -> tuple[int, str]:
+def run_step(step: Step, port: int, cwd: Path, env: dict[str, str], shell_state: Path,
+             data_port: int | None = None) -> tuple[int, str]:
     """Run one command in bash, carrying shell variables from step to step through a file."""
-    script = f"set -o pipefail\nsource {shlex.quote(str(shell_state))}\n{localise(step.command, port)}\n" \
+    command = localise(step.command, port, data_port)
+    script = f"set -o pipefail\nsource {shlex.quote(str(shell_state))}\n{command}\n" \
              f"code=$?\ndeclare -p K OP 2>/dev/null > {shlex.quote(str(shell_state))}\nexit $code\n"
     result = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     return result.returncode, result.stdout + result.stderr
@@ -190,11 +197,7 @@ async def test_readme_quick_start_and_switching_run_as_written(tmp_path: Path, d
                 code, output = await trio.to_thread.run_sync(run_step, step, port, tmp_path, env, shell_state)
                 ran.append(step.command)
                 assert code == 0, f"{step.command!r} failed ({code}):\n{output}"
-                statuses = re.findall(re.escape(STATUS) + r"(\d+)", output)
-                assert all(s.startswith("2") for s in statuses), f"{step.command!r} answered {statuses}:\n{output}"
-                if step.expected is not None:
-                    answer = json.loads(output.split(STATUS)[0])
-                    assert matches(step.expected, answer) == [], f"{step.command!r}: {matches(step.expected, answer)}"
+                check_answer(step, output)
         process.send_signal(signal.SIGTERM)
         assert await trio.to_thread.run_sync(process.wait, 15) == 0
     finally:
@@ -202,3 +205,67 @@ async def test_readme_quick_start_and_switching_run_as_written(tmp_path: Path, d
             process.kill()
             process.wait()
     assert len(ran) == 10, ran  # every command of both blocks ran
+
+
+def check_answer(step: Step, output: str) -> None:
+    """Every curl answered 2xx, and the answer matches the one the README shows."""
+    statuses = re.findall(re.escape(STATUS) + r"(\d+)", output)
+    assert all(s.startswith("2") for s in statuses), f"{step.command!r} answered {statuses}:\n{output}"
+    if step.expected is not None:
+        answer = json.loads(output.split(STATUS)[0])
+        assert matches(step.expected, answer) == [], f"{step.command!r}: {matches(step.expected, answer)}"
+
+
+async def test_readme_five_minute_quick_start_runs_as_written(tmp_path: Path, demo_models: Path) -> None:
+    """Both ports, a routed prediction, the switch feed, version 2 gradually, then a rollback."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("backups"))
+    shutil.copytree(demo_models, tmp_path / "models")
+    (tmp_path / ".admin_key").write_text("readme-test-key\n")
+    shell_state = tmp_path / ".shell_state"
+    shell_state.write_text("")
+    port, data_port = free_port(), free_port()
+    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY_FILE": ".admin_key", "PYTHONPATH": str(ROOT),
+           "REMOTE_INFERENCE_URL": f"http://127.0.0.1:{port}"}
+    process = subprocess.Popen(  # what `make run` runs
+        [sys.executable, str(ROOT / "app.py"), "--config", "conf/model_router_rules.yml", "--host", "127.0.0.1",
+         "--port", str(port), "--data-port", str(data_port)],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    log = LogReader(process)
+    followers: list[tuple[subprocess.Popen[str], Path]] = []
+    ran: list[str] = []
+    try:
+        await log.wait_for(f"data plane on http://127.0.0.1:{data_port}")
+        for step in steps(example_block("five-minute")):
+            if step.command.startswith("make run"):
+                continue
+            ran.append(step.command)
+            if step.command.rstrip().endswith("&"):
+                out = tmp_path / f"follower-{len(followers)}.out"
+                command = localise(step.command.rstrip().removesuffix("&"), port, data_port)
+                with out.open("w") as sink:
+                    follower = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=tmp_path, env=env,
+                                                stdout=sink, stderr=subprocess.PIPE, text=True)
+                followers.append((follower, out))
+                await LogReader(follower).wait_for("following switch events", timeout=15)
+                continue
+            code, output = await trio.to_thread.run_sync(run_step, step, port, tmp_path, env, shell_state,
+                                                         data_port)
+            assert code == 0, f"{step.command!r} failed ({code}):\n{output}"
+            check_answer(step, output)
+        assert len(followers) == 1
+        follower, out = followers[0]
+        assert await trio.to_thread.run_sync(follower.wait, 15) == 0
+        lines = [line for line in out.read_text().splitlines() if line.strip()]
+        assert len(lines) == 2 and all("ETH/USDT" in line for line in lines), lines
+        assert "tlob_tiny@1" in lines[0] and "tlob_tiny@2" in lines[0], lines
+        process.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(process.wait, 15) == 0
+    finally:
+        for follower, _ in followers:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert len(ran) == 10, ran  # every command of the block ran
