@@ -918,3 +918,14 @@ def test_switching_section_defaults_values_and_errors() -> None:
     paths = {d["path"] for d in caught.value.details}
     assert paths == {"switching.breaker_failures", "switching.alert_error_rate", "switching.alert_latency_p95_ms",
                      "switching.min_requests", "switching.extra"}
+
+
+def test_request_deadline_ms_defaults_parses_and_is_validated() -> None:
+    """``config.request_deadline_ms``: 500 by default, any positive number, else a problem at its path."""
+    assert parse_config(make_yaml([rule("m")], default="m")).settings.request_deadline_ms == 500
+    text = make_yaml([rule("m")], default="m", config={"default_model": "m", "request_deadline_ms": 75.5})
+    assert parse_config(text).settings.request_deadline_ms == 75.5
+    for bad in (0, -1, "fast", True):
+        text = make_yaml([rule("m")], default="m", config={"default_model": "m", "request_deadline_ms": bad})
+        err = config_error(text)
+        assert paths_of(err) == ["config.request_deadline_ms"]
