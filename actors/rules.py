@@ -1064,6 +1064,30 @@ def _load_subset(text: str) -> Any:
     return _read_subset(_ROW_RE.findall(text))
 
 
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many nodes the document holds once aliases are expanded (shared nodes counted once each).
+
+    Aliases make the composed graph a DAG: a few lines ("billion laughs") can stand for
+    billions of nodes, and every later walk (validation, hashing) would expand them. The
+    count is memoized per node, so it costs one pass over the graph as written.
+    """
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a cycle (not possible in YAML 1.1 aliases, but cheap to guard) counts once
+    if isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_nodes(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_nodes(k, memo) + _expanded_nodes(v, memo) for k, v in node.value)
+    else:
+        total = 1
+    memo[key] = min(total, MAX_YAML_NODES + 1)
+    return memo[key]
+
+
 def _load_yaml(text: str, probs: _Problems) -> Any:
     """Parse YAML safely with located errors; raise _Invalid when the text is not YAML.
 
@@ -1079,6 +1103,9 @@ def _load_yaml(text: str, probs: _Problems) -> Any:
         node = yaml.compose(text, Loader=_ComposeLoader)
         if node is None:
             return None
+        if _expanded_nodes(node, {}) > MAX_YAML_NODES:
+            probs.add(DOCUMENT_PATH, f"YAML aliases expand to more than {MAX_YAML_NODES} nodes (an alias bomb?)")
+            raise _Invalid
         dups: list[yaml.MappingNode] = []
         try:
             data = _node_data(node, set(), dups)

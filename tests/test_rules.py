@@ -929,3 +929,19 @@ def test_request_deadline_ms_defaults_parses_and_is_validated() -> None:
         text = make_yaml([rule("m")], default="m", config={"default_model": "m", "request_deadline_ms": bad})
         err = config_error(text)
         assert paths_of(err) == ["config.request_deadline_ms"]
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """A config whose rules are an alias bomb: a few hundred bytes standing for 9**9 scalars."""
+    lines = ['x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nmodel_router:\n  rules: *a{levels}\n  config: {{default_model: m}}\n"
+
+
+def test_yaml_alias_bomb_is_refused_at_once() -> None:
+    """Aliases expanding past MAX_YAML_NODES are a problem at <document>, found in one pass (no expansion)."""
+    err = config_error(billion_laughs())
+    assert "alias bomb" in detail_for(err, "<document>")
+    # Ordinary anchors and aliases still work.
+    text = "model_router:\n  rules:\n    - &r {match: {asset_class: a}, model: m}\n  config: {default_model: m}\n"
+    assert parse_config(text).settings.default_model == "m"
