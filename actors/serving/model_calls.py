@@ -69,8 +69,19 @@ class ModelCalls:
     stall_s: float = STALL_S
     probation_calls: int = PROBATION_CALLS
     versions: dict[ModelKey, _Version] = attrs.field(factory=dict)
-    # Versions that may run inline now (probation passed, no thread holding them).
+    # Versions that passed probation, and those of them seen with no thread holding them:
+    # after promotion no new threaded call starts, so once idle a version stays idle.
     fast: set[ModelKey] = attrs.field(factory=set)
+    settled: set[ModelKey] = attrs.field(factory=set)
+
+    def ready(self, key: ModelKey) -> bool:
+        """May this version's call run inline right now? (the hot path: one set lookup once settled)"""
+        if key in self.settled:
+            return True
+        if key in self.fast and self.idle(key):
+            self.settled.add(key)
+            return True
+        return False
 
     def inline(self, key: ModelKey) -> bool:
         """True when this version's next call may run on the event loop (the hot path: one set lookup)."""
@@ -78,8 +89,8 @@ class ModelCalls:
 
     def idle(self, key: ModelKey) -> bool:
         """No thread holds or awaits this version's interpreter: an inline call may run right now."""
-        limiter = self.versions[key].limiter
-        return limiter.borrowed_tokens == 0 and not limiter.statistics().tasks_waiting
+        # A released token goes straight to the next waiter, so no borrower means no waiter either.
+        return self.versions[key].limiter.borrowed_tokens == 0
 
     async def run_after_threads(self, key: ModelKey, call: Callable[[], np.ndarray], deadline: float) -> np.ndarray:
         """An inline call that waits (bounded by ``deadline``) for the version's threaded calls to drain."""
@@ -100,6 +111,7 @@ class ModelCalls:
         """An inline call's cost: one that stalled the loop moves the version to worker threads for good."""
         if seconds > self.stall_s and key in self.fast:
             self.fast.discard(key)
+            self.settled.discard(key)
             self.versions[key].threaded = True
             log.warning("%s@%s: an inline call took %.1f ms; its calls run in worker threads from now on",
                         key[0], key[1], seconds * 1000)
@@ -115,6 +127,7 @@ class ModelCalls:
             return result, seconds
         state.threaded = True
         self.fast.discard(key)
+        self.settled.discard(key)
         raise deadline_exceeded(key)
 
     def _settle(self, key: ModelKey, state: _Version, seconds: float) -> None:

@@ -353,16 +353,16 @@ class Predictor:
     async def call(self, model: LoadedModel, rows: np.ndarray, deadline: float) -> np.ndarray:
         """Inline when the version has earned it, else bounded by the deadline in a worker thread."""
         key = (model.name, model.version)
-        if self.calls.inline(key):
-            if self.calls.idle(key):
-                return self.run_model(model, rows)
+        if self.calls.ready(key):
+            return self.run_model(model, rows)
+        if self.calls.inline(key):  # promoted, but probation threads still hold the interpreter
             return await self.calls.run_after_threads(key, partial(self.run_model, model, rows), deadline)
         return await self.run_bounded(model, rows, deadline)
 
     async def infer(self, model: LoadedModel, row: np.ndarray, deadline: float) -> np.ndarray:
         """One output row: inline, through the dynamic batcher when requests contend, or bounded."""
         key = (model.name, model.version)
-        if self.batcher is None or not self.calls.inline(key) or not self.calls.idle(key):
+        if self.batcher is None or not self.calls.ready(key):
             return (await self.call(model, row.reshape(1, -1), deadline))[0]
         return await self.batcher.submit(model, row, self.run_model)
 

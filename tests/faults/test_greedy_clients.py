@@ -54,7 +54,14 @@ async def p99(http: httpx.AsyncClient, count: int = 300) -> float:
     return samples[int(len(samples) * 0.99) - 1]
 
 
-async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, subscribers: int) -> None:
+async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, subscribers: int,
+                     fanout_bound_s: float) -> None:
+    """``fanout_bound_s``: the p99 allowed while switch events fan out to every subscriber.
+
+    Each event is one WebSocket send per subscriber (2 switches x 16 symbols x 1,000
+    subscribers = 32,000 sends), and predictions share the loop with them: the bound is
+    loose on purpose, and docs/runbook.md gives the measured figure.
+    """
     raise_fd_limit(slow_connections + subscribers + 512)
     build_random_model(repo, "fast", "2", FAST_FEATURES, seed=21)
     config_path.write_text(render_config(repo))
@@ -86,7 +93,7 @@ async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, su
                 greedy.stdin.close()
             await trio.to_thread.run_sync(greedy.wait, 20)
         assert loaded < max(5 * quiet, 0.05), f"p99 quiet {quiet * 1e3:.2f} ms, loaded {loaded * 1e3:.2f} ms"
-        assert fanout < 2.0, f"p99 during the switch-event fan-out {fanout * 1e3:.0f} ms"
+        assert fanout < fanout_bound_s, f"p99 during the switch-event fan-out {fanout * 1e3:.0f} ms"
         assert rss_after - rss_before < 300, f"RSS grew {rss_after - rss_before:.0f} MB"
         print(f"p99 quiet {quiet * 1e3:.2f} ms, loaded {loaded * 1e3:.2f} ms, fan-out {fanout * 1e3:.2f} ms; "
               f"RSS {rss_before:.0f} -> {rss_after:.0f} MB")
@@ -104,9 +111,9 @@ async def switch_back_and_forth(http: httpx.AsyncClient, count: int) -> None:
 
 
 async def test_slow_and_greedy_clients(config_path: Path, repo: Path) -> None:
-    await greedy_run(config_path, repo, slow_connections=200, subscribers=200)
+    await greedy_run(config_path, repo, slow_connections=200, subscribers=200, fanout_bound_s=2.0)
 
 
 @pytest.mark.slow
 async def test_slow_and_greedy_clients_full_size(config_path: Path, repo: Path) -> None:
-    await greedy_run(config_path, repo, slow_connections=500, subscribers=1000)
+    await greedy_run(config_path, repo, slow_connections=500, subscribers=1000, fanout_bound_s=10.0)

@@ -30,7 +30,7 @@ async def test_a_fast_version_earns_the_inline_path_after_probation() -> None:
         assert not calls.inline(KEY)
         out, seconds = await calls.in_thread(KEY, object(), quick, ROWS, trio.current_time() + 5)
         assert out.tolist() == [[1.0, 1.0, 1.0]] and seconds >= 0
-    assert calls.inline(KEY) and calls.idle(KEY)
+    assert calls.inline(KEY) and calls.idle(KEY) and calls.ready(KEY) and KEY in calls.settled
 
 
 async def test_a_slow_version_stays_in_threads_and_a_stall_demotes_an_inline_one() -> None:
@@ -43,8 +43,9 @@ async def test_a_slow_version_stays_in_threads_and_a_stall_demotes_an_inline_one
     assert fast.inline(KEY)
     fast.measured(KEY, 0.001)
     assert fast.inline(KEY)
+    assert fast.ready(KEY)
     fast.measured(KEY, fast.stall_s * 2)  # an inline call that held the loop
-    assert not fast.inline(KEY)
+    assert not fast.inline(KEY) and not fast.ready(KEY)
 
 
 async def test_may_block_models_never_run_inline() -> None:
@@ -90,8 +91,9 @@ async def test_inline_calls_wait_for_threads_still_holding_the_version() -> None
         nursery.start_soon(calls.in_thread, KEY, object(), lambda rows: (release.wait(5), rows)[1], ROWS,
                            trio.current_time() + 5)
         await trio.testing.wait_all_tasks_blocked()
-        assert not calls.idle(KEY)
+        assert not calls.idle(KEY) and not calls.ready(KEY)  # promoted, but a thread holds it
         with pytest.raises(DeadlineExceeded):
             await calls.run_after_threads(KEY, lambda: ROWS, trio.current_time() + 0.05)
         release.set()
     assert (await calls.run_after_threads(KEY, lambda: ROWS + 2, trio.current_time() + 1)).tolist() == [[2.0] * 3]
+    assert calls.ready(KEY)  # drained: settled on the inline path
