@@ -4,7 +4,8 @@
 that send request headers a byte at a time and never finish them, SUBSCRIBERS idle
 WebSocket subscribers on /ws/switches, and one subscriber that never reads (a tiny
 receive buffer). Prints "ready <slow> <subscribers>" once all are open, then holds them
-until its stdin closes.
+until its stdin closes, then exits
+without closing them (the server sees them reset).
 """
 
 from __future__ import annotations
@@ -56,11 +57,8 @@ async def main(host: str, port: int, slow: int, subscribers: int) -> None:
             await trio.sleep(0.01)
         print(f"ready {len(opened)} {len(sockets)}", flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)  # hold everything until the test closes stdin
-        stop.set()
         raw.close()
-        for ws in sockets:
-            await ws.aclose()
-        nursery.cancel_scope.cancel()
+        os._exit(0)  # drop every connection at once, as a crashed client would
 
 
 if __name__ == "__main__":

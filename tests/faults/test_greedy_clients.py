@@ -43,7 +43,7 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-async def p99(http: httpx.AsyncClient, count: int = 300) -> float:
+async def p99(http: httpx.AsyncClient, count: int = 200) -> float:
     samples = []
     for i in range(count):
         started = time.perf_counter()
@@ -68,7 +68,7 @@ async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, su
     async with service(config_path, config_path.parent / "state.json") as proc, client(proc) as http:
         host, port_text = proc.url.removeprefix("http://").split(":")
         port = int(port_text)
-        await p99(http, 100)  # warm-up: models loaded, symbols noted for switch events
+        await p99(http, 50)  # warm-up: models loaded, symbols noted for switch events
         quiet = await p99(http)
         rss_before = rss_mb(proc.pid)
         greedy = subprocess.Popen(
@@ -81,11 +81,11 @@ async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, su
             detailed = (await http.get("/health/detailed")).json()
             assert detailed["switch_subscribers"] >= subscribers
             # The better of two runs: the machine is shared, and one stray stall is not the server's.
-            loaded = min(await p99(http), await p99(http))
+            loaded = min(await p99(http, 150), await p99(http, 150))
             # Switch events fan out to every subscriber (and queue up for the never-reading one):
             # predictions go on through the burst (its p99 is reported, bounded only loosely).
             await switch_back_and_forth(http, 2)
-            fanout = await p99(http)
+            fanout = await p99(http, 100)
             rss_after = rss_mb(proc.pid)
             async with httpx.AsyncClient(base_url=proc.url, timeout=10) as fresh:  # new connections too
                 assert (await fresh.post("/predict", json=ROUTED)).status_code == 200
