@@ -4,7 +4,9 @@ Plain request-path logic shared by ``POST /predict`` and ``POST /predict/batch``
 routing reads the router's snapshot (no lock, no await); the version comes from the
 model's traffic plan (sticky by symbol, see ``actors/core/assignment.py``); the model comes
 from the cache's lock-free view (awaiting the cache actor only on a miss); inference
-runs inline because a small TFLite call costs microseconds, less than a thread hop.
+runs inline because a small TFLite call costs microseconds, less than a thread hop, once
+the version has shown it is fast; other calls run in a worker thread bounded by the
+request's deadline (``config.request_deadline_ms``, see ``actors/serving/model_calls.py``).
 
 A request never fails because of a switch: if the version it was assigned fails (load
 error, open circuit breaker, an exception or non-finite output), the stable version
