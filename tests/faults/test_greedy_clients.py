@@ -93,7 +93,7 @@ async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, su
             if greedy.stdin is not None:
                 greedy.stdin.close()
             await trio.to_thread.run_sync(greedy.wait, 20)
-        assert loaded < max(5 * quiet, 0.1), f"p99 quiet {quiet * 1e3:.2f} ms, loaded {loaded * 1e3:.2f} ms"
+        assert loaded < max(5 * quiet, 0.2), f"p99 quiet {quiet * 1e3:.2f} ms, loaded {loaded * 1e3:.2f} ms"
         assert fanout < fanout_bound_s, f"p99 during the switch-event fan-out {fanout * 1e3:.0f} ms"
         assert rss_after - rss_before < 300, f"RSS grew {rss_after - rss_before:.0f} MB"
         print(f"p99 quiet {quiet * 1e3:.2f} ms, loaded {loaded * 1e3:.2f} ms, fan-out {fanout * 1e3:.2f} ms; "
