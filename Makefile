@@ -9,7 +9,7 @@ DATA_PORT ?= 8001
 # The shared tools checkout (CI clones it beside this repo).
 SHARED ?= ../shared
 
-.PHONY: install models run test lint bench clean container-smoke promtool-check api-docs
+.PHONY: install models run test faults lint bench clean container-smoke promtool-check api-docs
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	@if command -v promtool >/dev/null 2>&1; then $(MAKE) --no-print-directory promtool-check; else echo "promtool not on PATH: skipping promtool-check"; fi
 	$(BIN)/python -m pytest -q
+
+# Every fault test, the long soak runs (marked slow) included; `make test` runs the fast subset.
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m "" tests/faults
 
 # Builds the Containerfile with podman, runs it next to a Redis container, waits for /health/ready, then asks it
 # for one real prediction (PODCI_CHECK runs with PODCI_URL = the container's base URL). Installs podman if missing.

@@ -4,8 +4,9 @@ redis-py's asyncio client does not run under Trio, so every Redis call runs in a
 thread with short socket timeouts. Producers never wait for Redis: they drop a message
 into a bounded memory channel (``RedisOutbox.offer``); the actor buffers messages in a
 bounded queue while Redis is unreachable, reconnects with exponential backoff, and
-writes the backlog in order once Redis answers again. Overflow drops the oldest message
-and counts it in ``model_router_redis_dropped_total``.
+writes the backlog in order once Redis answers again. Overflow drops the oldest message,
+counts it in ``model_router_redis_dropped_total`` and logs it (the first drop of an
+outage, then every ``DROP_LOG_EVERY``-th), so a loss is never silent.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ log = logging.getLogger("model_router.redis")
 INITIAL_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 WRITE_BATCH = 256
+DROP_LOG_EVERY = 1000
 
 
 @attrs.frozen(eq=False)
@@ -130,10 +132,15 @@ class _Backlog:
     next_seq: int = 0
     in_flight_upto: int | None = None
     dropped_in_flight: list[str] = attrs.field(factory=list)
+    overflowed: int = 0
 
     def push(self, message: RedisMessage) -> None:
         if len(self.items) >= self.limit:
             seq, dropped = self.items.popleft()
+            if self.overflowed % DROP_LOG_EVERY == 0:
+                log.error("redis buffer full (%d messages): dropping the oldest (%s to %s); %d dropped so far",
+                          self.limit, dropped.kind, dropped.target, self.overflowed + 1)
+            self.overflowed += 1
             if self.in_flight_upto is not None and seq <= self.in_flight_upto:
                 self.dropped_in_flight.append(dropped.kind)
             else:
@@ -200,6 +207,7 @@ async def _write_forever(client: redis.Redis, backlog: _Backlog, metrics: Metric
             backlog.failed(discard=True)
             continue
         backlog.written()
+        backlog.overflowed = 0  # a new outage logs its first drop again
         _deliver_ids(batch, results)
         state.connected = True
         if connected is not True:

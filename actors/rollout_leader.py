@@ -111,6 +111,15 @@ class Rollouts:
     def shared(self) -> bool:
         return self.client is not None
 
+    def alone(self) -> bool:
+        """No other replica was live at the last heartbeat.
+
+        Then a Redis outage need not stop a rollout: nobody else could lead it, so this
+        replica steps it on its own (fence 0, unrecorded) and the state file keeps it. With
+        peers, a rollout waits for Redis rather than risk two leaders.
+        """
+        return self.cluster is None or all(m.get("id") == self.cluster.replica_id for m in self.cluster.members)
+
     def _token(self, operation_id: str) -> str:
         assert self.cluster is not None
         return f"{self.cluster.replica_id}|{self.held[operation_id]}"
@@ -125,8 +134,11 @@ class Rollouts:
             fence = await trio.to_thread.run_sync(
                 lambda: self.client.eval(_ACQUIRE, 2, *keys, *args), abandon_on_cancel=True)  # type: ignore[union-attr]
         except redis.RedisError as exc:
-            log.debug("lease for %s unavailable: %s", operation_id, exc)
             self.held.pop(operation_id, None)
+            if self.alone():
+                log.info("rollout %s: Redis unavailable (%s); no other replica, stepping it here", operation_id, exc)
+                return 0
+            log.debug("lease for %s unavailable: %s", operation_id, exc)
             return None
         if fence is None:
             if self.held.pop(operation_id, None) is not None:
@@ -155,6 +167,8 @@ class Rollouts:
         """Record a step under the lease (fenced); False when the lease is lost or Redis is down."""
         if self.client is None or self.bus is None:
             return True
+        if fence == 0 and op.id not in self.held and self.alone():
+            return True  # stepped alone while Redis is down (see ``alone``)
         if self.held.get(op.id) != fence:
             return False
         command_id = uuid.uuid4().hex

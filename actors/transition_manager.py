@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -690,9 +691,14 @@ class _Manager:
 
     async def write_upload(self, name: str, version: str, command: RegisterVersion) -> None:
         folder = version_dir(self.repository, name, version)
-        if folder.exists():
+        if (folder / "model.tflite").exists():
             raise Conflict("version_exists", f"{name}@{version} already exists",
                            {"model": name, "version": version})
+        if folder.exists():
+            # No model file: the leftover of an upload interrupted (a crash) between its two
+            # writes. It was never listed or served, so it must not block this upload.
+            log.warning("removing %s@%s: an upload interrupted before its model file was written", name, version)
+            await trio.to_thread.run_sync(shutil.rmtree, folder)
         encoded = command.model_base64
         if not isinstance(encoded, str) or len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
             raise TooLarge("model_too_large", f"model_base64 must be a string of at most {MAX_UPLOAD_BYTES} bytes",

@@ -4,7 +4,9 @@ Plain request-path logic shared by ``POST /predict`` and ``POST /predict/batch``
 routing reads the router's snapshot (no lock, no await); the version comes from the
 model's traffic plan (sticky by symbol, see ``actors/core/assignment.py``); the model comes
 from the cache's lock-free view (awaiting the cache actor only on a miss); inference
-runs inline because a small TFLite call costs microseconds, less than a thread hop.
+runs inline because a small TFLite call costs microseconds, less than a thread hop, once
+the version has shown it is fast; other calls run in a worker thread bounded by the
+request's deadline (``config.request_deadline_ms``, see ``actors/serving/model_calls.py``).
 
 A request never fails because of a switch: if the version it was assigned fails (load
 error, open circuit breaker, an exception or non-finite output), the stable version
@@ -21,13 +23,15 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import attrs
 import numpy as np
+import trio
 
 from actors.core.access import ApiKey, model_allowed, model_refusal, refusal_error
-from actors.core.errors import RouterError, TooLarge, Unavailable, bad_request
+from actors.core.errors import DeadlineExceeded, RouterError, TooLarge, Unavailable, bad_request
 from actors.core.features import check_finite_number, feature_row, feature_values
 from actors.core.recent_symbols import SymbolRoute
 from actors.core.rules import Selection
@@ -38,6 +42,7 @@ from actors.model_cache import ModelCache
 from actors.router import RouterState
 from actors.serving.batcher import Batcher
 from actors.serving.metrics import Metrics
+from actors.serving.model_calls import ModelCalls
 from actors.storage.tflite_backend import LoadedModel
 from actors.switch_feed import SwitchFeed
 from actors.transition_manager import Transitions
@@ -165,6 +170,9 @@ class Predictor:
     render_error: Callable[[RouterError], dict[str, Any]] = RouterError.to_body
     seen_routes: dict[tuple[str, int], int] = attrs.field(factory=dict)
     last_slow_log: float = 0.0
+    calls: ModelCalls = attrs.field(factory=ModelCalls)
+    # Why a version's last call failed (inference error, deadline), for /models and /health/detailed.
+    call_errors: dict[tuple[str, str], str] = attrs.field(factory=dict)
     counters: MetricChildren = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -322,7 +330,7 @@ class Predictor:
         return plan.operation_id
 
     def run_model(self, model: LoadedModel, rows: np.ndarray) -> np.ndarray:
-        """One interpreter call; rows whose output is not finite come back as NaN rows."""
+        """One inline interpreter call; rows whose output is not finite come back as NaN rows."""
         started = time.perf_counter()
         key = (model.name, model.version)
         self.transitions.inflight.enter(key)
@@ -330,24 +338,70 @@ class Predictor:
             probabilities = model.predict(rows)
         except Exception as exc:
             self.counters.inference(model.name, ok=False).inc(len(rows))
-            raise Unavailable("inference_failed", f"{model.name}@{model.version} failed: {exc}",
-                           {"model": model.name, "version": model.version}) from exc
+            raise self.call_failed(model, exc) from exc
         finally:
             self.transitions.inflight.exit(key)
-        self.counters.latency(model.name).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.calls.measured(key, elapsed)
+        self.counters.latency(model.name).observe(elapsed)
         return probabilities
 
-    async def infer(self, model: LoadedModel, row: np.ndarray) -> np.ndarray:
-        """One output row: inline, or through the dynamic batcher when requests contend."""
-        if self.batcher is None:
-            return self.run_model(model, row.reshape(1, -1))[0]
+    def call_failed(self, model: LoadedModel, exc: Exception) -> Unavailable:
+        error = Unavailable("inference_failed", f"{model.name}@{model.version} failed: {exc}",
+                            {"model": model.name, "version": model.version})
+        self.note_call_error((model.name, model.version), error)
+        return error
+
+    def note_call_error(self, key: tuple[str, str], error: RouterError) -> None:
+        if len(self.call_errors) >= ACTIVE_GAUGE_LIMIT:
+            self.call_errors.clear()
+        self.call_errors[key] = error.message
+
+    async def run_bounded(self, model: LoadedModel, rows: np.ndarray, deadline: float) -> np.ndarray:
+        """The call in a worker thread, abandoned at ``deadline`` (see actors/serving/model_calls.py)."""
+        key = (model.name, model.version)
+        self.transitions.inflight.enter(key)
+        try:
+            probabilities, seconds = await self.calls.in_thread(key, model, model.predict, rows, deadline)
+        except DeadlineExceeded as error:
+            self.counters.inference(model.name, ok=False).inc(len(rows))
+            self.note_call_error(key, error)
+            raise
+        except Exception as exc:
+            self.counters.inference(model.name, ok=False).inc(len(rows))
+            raise self.call_failed(model, exc) from exc
+        finally:
+            self.transitions.inflight.exit(key)
+        self.counters.latency(model.name).observe(seconds)
+        return probabilities
+
+    async def call(self, model: LoadedModel, rows: np.ndarray, deadline: float) -> np.ndarray:
+        """Inline when the version has earned it, else bounded by the deadline in a worker thread."""
+        key = (model.name, model.version)
+        if self.calls.ready(key):
+            return self.run_model(model, rows)
+        if self.calls.inline(key):  # promoted, but probation threads still hold the interpreter
+            return await self.calls.run_after_threads(key, partial(self.run_model, model, rows), deadline)
+        return await self.run_bounded(model, rows, deadline)
+
+    async def infer(self, model: LoadedModel, row: np.ndarray, deadline: float) -> np.ndarray:
+        """One output row: inline, through the dynamic batcher when requests contend, or bounded."""
+        key = (model.name, model.version)
+        if self.batcher is None or not self.calls.ready(key):
+            return (await self.call(model, row.reshape(1, -1), deadline))[0]
         return await self.batcher.submit(model, row, self.run_model)
+
+    def deadline(self) -> float:
+        """This request's deadline on the trio clock (``config.request_deadline_ms``, live)."""
+        return trio.current_time() + self.router.config.settings.request_deadline_ms / 1000
 
     def record(self, request: PredictRequest, model: LoadedModel, latency_s: float, ok: bool,
                label: str | None, operation_id: str | None) -> None:
         key = (model.name, model.version)
         if ok:
             self.health.breakers.success(key)
+            if self.call_errors:
+                self.call_errors.pop(key, None)
         else:
             self.health.breakers.failure(key)
         self.counters.inference(model.name, ok=ok).inc()
@@ -367,8 +421,14 @@ class Predictor:
 
     async def answer(self, request: PredictRequest, selection: Selection | None, started: float,
                      skip: frozenset[tuple[str, str]] = frozenset(),
-                     principal: ApiKey | None = None) -> dict[str, Any]:
-        """Try each attempt in order; the first that yields a finite prediction answers."""
+                     principal: ApiKey | None = None, deadline: float | None = None) -> dict[str, Any]:
+        """Try each attempt in order; the first that yields a finite prediction answers.
+
+        A call that misses the request's deadline ends the request with DeadlineExceeded
+        (504): the deadline is the whole request's, so no fallback is tried after it.
+        """
+        if deadline is None:
+            deadline = self.deadline()
         chain = self.attempts(request, selection, principal)
         first_error: RouterError | None = None
         position = 0
@@ -391,7 +451,10 @@ class Predictor:
             operation_id = self.operation_of(model)
             call_started = time.perf_counter()
             try:
-                probabilities = await self.infer(model, row)
+                probabilities = await self.infer(model, row, deadline)
+            except DeadlineExceeded:
+                self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
+                raise
             except RouterError as error:
                 self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
                 first_error = first_error or error
@@ -431,9 +494,10 @@ class Predictor:
     async def predict_one(self, body: Any, principal: ApiKey | None = None) -> dict[str, Any]:
         """One request; ``principal`` (the admitted key, None for no checks) limits the models it may reach."""
         started = time.perf_counter()
+        deadline = self.deadline()
         request = parse_request(body)
         selection = self.route(request) if request.model_name is None else None
-        return await self.answer(request, selection, started, principal=principal)
+        return await self.answer(request, selection, started, principal=principal, deadline=deadline)
 
     # -- batches --------------------------------------------------------------------------
 
@@ -470,6 +534,7 @@ class Predictor:
         the answer); metrics and health observations are updated once per batch or group.
         """
         started = time.perf_counter()
+        deadline = self.deadline()
         items = body.get("requests") if isinstance(body, Mapping) else None
         if isinstance(body, Mapping) and not body.keys() <= BATCH_KEYS:
             unknown = sorted(set(body) - BATCH_KEYS)
@@ -515,7 +580,7 @@ class Predictor:
             group.add(index, request, selection, row, fallback_from)
         self.count_routes(routed, started)
         for group in groups.values():
-            await self.run_group(group, results, started, principal)
+            await self.run_group(group, results, started, deadline, principal)
         failed = sum(1 for r in results if r is not None and "error" in r)
         return {
             "predictions": results,
@@ -529,14 +594,25 @@ class Predictor:
             self.counters.rule(selection).inc(count)
 
     async def run_group(self, group: Group, results: list[dict[str, Any] | None], started: float,
-                        principal: ApiKey | None = None) -> None:
-        """One interpreter call for the group; rows that fail are retried one by one on the next model."""
+                        deadline: float, principal: ApiKey | None = None) -> None:
+        """One interpreter call for the group; rows that fail are retried one by one on the next model.
+
+        A group whose call misses the deadline fails as a whole with DeadlineExceeded (no retry:
+        the deadline is the whole batch's).
+        """
         model = group.model
         key = (model.name, model.version)
         call_started = time.perf_counter()
         try:
-            probabilities = self.run_model(model, np.asarray(group.rows, dtype=np.float32))
+            probabilities = await self.call(model, np.asarray(group.rows, dtype=np.float32), deadline)
             finite = np.isfinite(probabilities).all(axis=1).tolist()
+        except DeadlineExceeded as error:
+            self.health.breakers.failure(key)
+            self.health.observe(Observation(model.name, model.version, time.perf_counter() - call_started, False,
+                                            (), model.metadata.labels, group.operation_id, len(group.indexes)))
+            for index in group.indexes:
+                results[index] = {"index": index, **self.render_error(error)}
+            return
         except RouterError:
             probabilities, finite = None, [False] * len(group.indexes)
         latency_s = time.perf_counter() - call_started
@@ -590,7 +666,8 @@ class Predictor:
                 index = group.indexes[position]
                 try:
                     results[index] = await self.answer(group.requests[position], group.selections[position],
-                                                       started, skip=frozenset({key}), principal=principal)
+                                                       started, skip=frozenset({key}), principal=principal,
+                                                       deadline=deadline)
                 except RouterError as error:
                     results[index] = {"index": index, **self.render_error(error)}
 

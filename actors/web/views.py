@@ -43,6 +43,9 @@ def version_entry(service: Service, name: str, version: str) -> dict[str, Any]:
         entry.update(loaded_at=loaded.loaded_at, size_bytes=loaded.size_bytes)
     if key in view.failures:
         entry["error"] = view.failures[key]
+    call_error = service.predictor.call_errors.get(key)
+    if call_error is not None:
+        entry["last_error"] = call_error  # the last call failed (raised, hung past the deadline)
     return entry
 
 

@@ -64,6 +64,8 @@ class RouterSettings:
     max_cached_models: int = 16
     model_cache_mb: float = 256
     max_batch_items: int = 1024
+    # The whole request's budget for model calls: past it the answer is 504, no fallback.
+    request_deadline_ms: float = 500
 
 
 @attrs.frozen

@@ -97,6 +97,8 @@ def _parse_settings(root: Mapping[Any, Any], probs: _Problems, refs: _ModelRefs)
         max_cached_models=_opt_int(cfg, "max_cached_models", path, probs, d.max_cached_models, lo=1),
         model_cache_mb=_opt_number(cfg, "model_cache_mb", path, probs, d.model_cache_mb, positive=True),
         max_batch_items=_opt_int(cfg, "max_batch_items", path, probs, d.max_batch_items, lo=1),
+        request_deadline_ms=_opt_number(cfg, "request_deadline_ms", path, probs, d.request_deadline_ms,
+                                        positive=True),
     )
 
 def _router_root(data: Any, probs: _Problems) -> dict[Any, Any] | None:

@@ -56,3 +56,10 @@ ASSET_GLOBS = ["*", "crypto", "cry*", "fx*", "fx_spot", "us_?tocks", "[cf]*", "[
 
 
 SYMBOL_GLOBS = ["*", "*", "*", "BTC*", "ETH?USD", "*USD", "[BE]*"]
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """A config whose rules are an alias bomb: a few hundred bytes standing for 9**9 scalars."""
+    lines = ['x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nmodel_router:\n  rules: *a{levels}\n  config: {{default_model: m}}\n"

@@ -75,3 +75,14 @@ def test_data_plane_section_is_validated() -> None:
         parse_config(base + "  data_plane: {port: 70000, keep_alive_timeout_s: -1, max_header_bytes: 10, x: 1}\n")
     assert {d["path"] for d in raised.value.details} == {
         "data_plane.port", "data_plane.keep_alive_timeout_s", "data_plane.max_header_bytes", "data_plane.x"}
+
+
+def test_request_deadline_ms_defaults_parses_and_is_validated() -> None:
+    """``config.request_deadline_ms``: 500 by default, any positive number, else a problem at its path."""
+    base = "model_router:\n  rules: []\n  config: {default_model: m%s}\n"
+    assert parse_config(base % "").settings.request_deadline_ms == 500
+    assert parse_config(base % ", request_deadline_ms: 75.5").settings.request_deadline_ms == 75.5
+    for bad in ("0", "-1", "fast", "true"):
+        with pytest.raises(ConfigError) as raised:
+            parse_config(base % f", request_deadline_ms: {bad}")
+        assert [d["path"] for d in raised.value.details] == ["config.request_deadline_ms"]
