@@ -550,6 +550,10 @@ class Predictor:
         groups: dict[tuple[str, str], Group] = {}
         routed: Counter[Selection] = Counter()
         select = self.router.select
+        # Items without a version for a model with no running switch all get the same first
+        # choice: look it up once per batch, not once per item.
+        same_for_all: dict[str, LoadedModel | None] = {}
+        plan_of = self.transitions.plan
         for index, item in enumerate(items):
             try:
                 request = parse_request(item)
@@ -561,7 +565,14 @@ class Predictor:
                     refusal = model_refusal(principal, request.model_name or selection.model)  # type: ignore[union-attr]
                     if refusal is not None:
                         raise refusal_error(refusal)
-                model = self.quick_model(request, selection)
+                name = request.model_name or selection.model  # type: ignore[union-attr]
+                if request.model_version is None and plan_of(name) is None:
+                    if name in same_for_all:
+                        model = same_for_all[name]
+                    else:
+                        model = same_for_all[name] = self.quick_model(request, selection)
+                else:
+                    model = self.quick_model(request, selection)
                 fallback_from = None
                 if model is None:
                     model, fallback_from = await self.first_usable(request, selection, principal)
