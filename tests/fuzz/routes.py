@@ -83,4 +83,4 @@ ALL: tuple[Route, ...] = MAIN + DATA
 
 # Error codes a documented 503 may carry: no model could answer, or one failed while answering.
 # (/health/ready's 503 is its not-ready body, not an error.)
-AVAILABILITY_CODES = frozenset({"model_unavailable", "inference_failed"})
+AVAILABILITY_CODES = frozenset({"model_unavailable", "inference_failed", "circuit_open"})
