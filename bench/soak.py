@@ -99,6 +99,14 @@ class Soak:
         self.subscribed = trio.Event()
         self.switches: list[str] = []
         self.reloads = 0
+        self.rss_samples: list[int] = []
+
+    async def sample_rss(self, pid: int) -> None:
+        """RSS every 10 s after warm-up: tells a plateau (allocator warm-up) from steady growth (a leak)."""
+        while self.running():
+            self.rss_samples.append(rss_kib(pid))
+            with trio.move_on_at(self.deadline):
+                await trio.sleep(10)
 
     def running(self) -> bool:
         return trio.current_time() < self.deadline
@@ -247,6 +255,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> int:
                 warm = {kind: len(values) for kind, values in run.stats.latency_ms.items()}
                 print(f"warm-up done ({args.warmup:.0f} s): RSS {rss_start / 1024:.1f} MiB, {fds_start} fds; "
                       f"load for {args.minutes} min", flush=True)
+                nursery.start_soon(run.sample_rss, process.pid)
                 nursery.start_soon(run.reloader, rules)
                 nursery.start_soon(run.switcher, client)
             rss_end, fds_end = rss_kib(process.pid), open_fds(process.pid)
@@ -288,6 +297,9 @@ def report(args: argparse.Namespace, run: Soak, warm: dict[str, int], rss_start:
           f"{stats_body.get('load_count', '?')}")
     print(f"- server RSS {rss_start / 1024:.1f} -> {rss_end / 1024:.1f} MiB ({growth:+.1f} % after warm-up, "
           f"target < 5 %); open fds {fds_start} -> {fds_end}; exit code {exit_code}")
+    samples = [*run.rss_samples, rss_end]
+    quarters = [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in range(5)]
+    print(f"- RSS at 0/25/50/75/100 % of the run (MiB): {', '.join(f'{kib / 1024:.1f}' for kib in quarters)}")
     if args.keep:
         print(f"- server log: {folder / 'server.log'}")
     print(f"\nreproduce: .venv/bin/python bench/soak.py --minutes {args.minutes} --warmup {args.warmup:g} "
