@@ -9,7 +9,7 @@ DATA_PORT ?= 8001
 # The shared tools checkout (CI clones it beside this repo).
 SHARED ?= ../shared
 
-.PHONY: install models run test faults lint bench clean container-smoke promtool-check api-docs
+.PHONY: install models run test faults fuzz soak lint bench clean container-smoke promtool-check api-docs
 
 install: $(STAMP)
 
@@ -69,3 +69,13 @@ bench: models
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .ruff_cache
+
+# The long fuzz pass: thousands of examples per route (tests/fuzz/; `make test` runs a short pass).
+# FUZZ_EXAMPLES overrides the count per test.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/fuzz
+
+# Mixed load against a real service process for SOAK_MINUTES (default 10): 5xx, lost switch events, RSS/fds.
+SOAK_MINUTES ?= 10
+soak: models
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
