@@ -31,8 +31,9 @@ from actors.core.rules import RouterConfig
 from actors.core.versions import ModelKey, latest_version
 from actors.mailbox import Envelope, ask, tell
 from actors.serving.metrics import Metrics
+from actors.serving.remote_model import load_version
 from actors.storage.model_repo import list_repository, version_dir
-from actors.storage.tflite_backend import LoadedModel, ModelLoadError, load_model
+from actors.storage.tflite_backend import LoadedModel, ModelLoadError
 
 log = logging.getLogger("model_router.model_cache")
 
@@ -180,7 +181,8 @@ class _CacheActor:
         path = version_dir(self.root, name, version)
         started = trio.current_time()
         try:
-            model = await trio.to_thread.run_sync(load_model, path, name, version)
+            # A remote version (metadata naming endpoints) loads as a RemoteModel (docs/remote-models.md).
+            model = await trio.to_thread.run_sync(load_version, path, name, version)
         except ModelLoadError:
             raise
         except Exception as exc:  # a corrupt file can fail anywhere in the runtime: still just "failed"

@@ -38,6 +38,7 @@ from actors.model_cache import ModelCache
 from actors.router import RouterState
 from actors.serving.batcher import Batcher
 from actors.serving.metrics import Metrics
+from actors.serving.remote_model import RemoteCaller, RemoteModel
 from actors.storage.tflite_backend import LoadedModel
 from actors.switch_feed import SwitchFeed
 from actors.transition_manager import Transitions
@@ -163,6 +164,8 @@ class Predictor:
     batcher: Batcher | None = None
     # How a failed batch item reads: the web layer supplies it (it alone knows statuses).
     render_error: Callable[[RouterError], dict[str, Any]] = RouterError.to_body
+    # Calls remote versions' endpoints (docs/remote-models.md); None: remote versions are unavailable.
+    remote: RemoteCaller | None = None
     seen_routes: dict[tuple[str, int], int] = attrs.field(factory=dict)
     last_slow_log: float = 0.0
     counters: MetricChildren = attrs.field(init=False)
@@ -337,8 +340,28 @@ class Predictor:
         self.counters.latency(model.name).observe(time.perf_counter() - started)
         return probabilities
 
-    async def infer(self, model: LoadedModel, row: np.ndarray) -> np.ndarray:
-        """One output row: inline, or through the dynamic batcher when requests contend."""
+    async def run_remote(self, model: RemoteModel, rows: np.ndarray) -> np.ndarray:
+        """A remote version's call: awaited, never batched with others; Unavailable when no endpoint answers."""
+        if self.remote is None:
+            raise Unavailable("endpoints_unavailable", f"{model.name}@{model.version} is remote and remote "
+                              "calls are not wired", {"model": model.name, "version": model.version})
+        started = time.perf_counter()
+        key = (model.name, model.version)
+        self.transitions.inflight.enter(key)
+        try:
+            probabilities = await self.remote.call(model, rows)
+        except Unavailable:
+            self.counters.inference(model.name, ok=False).inc(len(rows))
+            raise
+        finally:
+            self.transitions.inflight.exit(key)
+        self.counters.latency(model.name).observe(time.perf_counter() - started)
+        return probabilities
+
+    async def infer(self, model: LoadedModel | RemoteModel, row: np.ndarray) -> np.ndarray:
+        """One output row: inline, or through the dynamic batcher when requests contend; remote: awaited."""
+        if isinstance(model, RemoteModel):
+            return (await self.run_remote(model, row.reshape(1, -1)))[0]
         if self.batcher is None:
             return self.run_model(model, row.reshape(1, -1))[0]
         return await self.batcher.submit(model, row, self.run_model)
@@ -348,7 +371,9 @@ class Predictor:
         key = (model.name, model.version)
         if ok:
             self.health.breakers.success(key)
-        else:
+        elif not isinstance(model, RemoteModel):
+            # A remote version has a breaker per endpoint and health checks: its version-level
+            # breaker stays closed, so an endpoint that recovers serves within one check.
             self.health.breakers.failure(key)
         self.counters.inference(model.name, ok=ok).inc()
         predicted = ((request.correlation_id, label),) if ok and label is not None else ()
@@ -535,7 +560,11 @@ class Predictor:
         key = (model.name, model.version)
         call_started = time.perf_counter()
         try:
-            probabilities = self.run_model(model, np.asarray(group.rows, dtype=np.float32))
+            rows = np.asarray(group.rows, dtype=np.float32)
+            if isinstance(model, RemoteModel):  # one OIP call for the group
+                probabilities = await self.run_remote(model, rows)
+            else:
+                probabilities = self.run_model(model, rows)
             finite = np.isfinite(probabilities).all(axis=1).tolist()
         except RouterError:
             probabilities, finite = None, [False] * len(group.indexes)
@@ -586,7 +615,8 @@ class Predictor:
             self.health.observe(Observation(model.name, model.version, latency_s / len(group.indexes), False,
                                             (), model.metadata.labels, group.operation_id, len(retry)))
             for position in retry:
-                self.health.breakers.failure(key)
+                if not isinstance(model, RemoteModel):
+                    self.health.breakers.failure(key)
                 index = group.indexes[position]
                 try:
                     results[index] = await self.answer(group.requests[position], group.selections[position],
