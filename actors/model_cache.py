@@ -31,13 +31,20 @@ from actors.core.rules import RouterConfig
 from actors.core.versions import ModelKey, latest_version
 from actors.mailbox import Envelope, ask, tell
 from actors.serving.metrics import Metrics
-from actors.serving.remote_model import load_version
-from actors.storage.model_repo import list_repository, version_dir
-from actors.storage.tflite_backend import LoadedModel, ModelLoadError
+from actors.serving.remote_model import RemoteModel, load_remote
+from actors.storage.model_repo import list_repository, names_endpoints, version_dir
+from actors.storage.tflite_backend import LoadedModel, ModelLoadError, load_model
 
 log = logging.getLogger("model_router.model_cache")
 
 FAILURE_RETRY_S = 10.0
+
+
+def load_version(folder: Path, name: str, version: str) -> LoadedModel | RemoteModel:
+    """A version folder (blocking): a remote version when its metadata names endpoints, else TFLite."""
+    if names_endpoints(folder):
+        return load_remote(folder, name, version)
+    return load_model(folder, name, version)
 
 
 @attrs.frozen

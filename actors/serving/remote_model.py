@@ -43,10 +43,9 @@ from actors.storage.model_repo import (
     Endpoint,
     MetadataError,
     ModelMetadata,
-    names_endpoints,
     parse_metadata,
 )
-from actors.storage.tflite_backend import LoadedModel, ModelLoadError, load_model
+from actors.storage.tflite_backend import ModelLoadError
 
 # A dead endpoint is skipped after a few failures in a row; the active health check (or a
 # probe after the open period) lets it back in.
@@ -114,11 +113,9 @@ class RemoteModel:
         raise RuntimeError(f"{self.name}@{self.version} is remote: it is called through RemoteCaller")
 
 
-def load_version(folder: Path, name: str, version: str) -> LoadedModel | RemoteModel:
-    """Load a version folder (blocking, in a worker thread): a remote version, else a TFLite model."""
+def load_remote(folder: Path, name: str, version: str) -> RemoteModel:
+    """Load a remote version folder (blocking: reads metadata.yml; run it in a worker thread)."""
     folder = Path(folder)
-    if not names_endpoints(folder):
-        return load_model(folder, name, version)
     shown = f"{name}/{version}"
     try:
         metadata = parse_metadata((folder / METADATA_FILE).read_text(encoding="utf-8"))
@@ -126,6 +123,8 @@ def load_version(folder: Path, name: str, version: str) -> LoadedModel | RemoteM
         raise ModelLoadError(f"cannot read {shown}/{METADATA_FILE}: {exc}") from exc
     except MetadataError as exc:
         raise ModelLoadError(f"invalid metadata in {shown}/{METADATA_FILE}: {exc}") from exc
+    if not metadata.remote:
+        raise ModelLoadError(f"{shown}/{METADATA_FILE} names no endpoints")
     if (folder / MODEL_FILE).exists():
         raise ModelLoadError(f"{shown} has both {MODEL_FILE} and endpoints: keep one or the other")
     return RemoteModel(name, version, folder, metadata, time.time(), EndpointsState.fresh(len(metadata.endpoints)))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.serving.remote_model import RemoteModel, load_version
+from actors.model_cache import load_version
+from actors.serving.remote_model import RemoteModel
 from actors.storage.model_repo import (
     MODEL_FILE,
     Endpoint,
