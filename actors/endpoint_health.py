@@ -21,7 +21,9 @@ from actors.model_cache import ModelCache
 from actors.serving.remote_model import RemoteCaller, RemoteModel
 
 log = logging.getLogger("model_router.endpoints")
-CHECK_TIMEOUT_S = 1.0
+# Generous on purpose: a refused connection fails at once; only a hung endpoint waits this long, and a
+# loaded but healthy endpoint must not be taken out of the rotation for answering slowly.
+CHECK_TIMEOUT_S = 2.0
 
 
 async def probe(client: httpx.AsyncClient, url: str, timeout: float) -> bool:
@@ -43,10 +45,9 @@ async def check_round(caller: RemoteCaller, cache: ModelCache) -> dict[str, bool
     if client is None or not urls:
         return {}
     verdicts: dict[str, bool] = {}
-    timeout = min(CHECK_TIMEOUT_S, max(caller.check_seconds, 0.05))
 
     async def check(url: str) -> None:
-        verdicts[url] = await probe(client, url, timeout)
+        verdicts[url] = await probe(client, url, CHECK_TIMEOUT_S)
 
     async with trio.open_nursery() as nursery:
         for url in urls:

@@ -90,7 +90,7 @@ async def test_weighted_split_failover_fallback_and_recovery(repo: Path, tmp_pat
     metadata = parse_metadata(textwrap.dedent(f"""\
         features: {list(FAST_FEATURES)}
         labels: {list(labels)}
-        timeout_ms: 1500
+        timeout_ms: 5000
         endpoints:
           - {{url: "{a.url}", model: fast, weight: 3}}
           - {{url: "{b.url}", model: fast, version: 1, weight: 1}}
