@@ -28,6 +28,7 @@ from actors import (
     cluster,
     config_watcher,
     control_bus,
+    endpoint_health,
     health_monitor,
     model_cache,
     redis_bus,
@@ -51,6 +52,7 @@ from actors.router import ConfigUpdate, RouterState
 from actors.serving.batcher import Batcher, BatchSettings
 from actors.serving.metrics import Metrics
 from actors.serving.predictor import Predictor
+from actors.serving.remote_model import RemoteCaller
 from actors.storage.access_file import keys_main, read_configured_policy
 from actors.storage.admin_key import read_admin_key
 from actors.storage.config_files import read_config_text, resolve_repository
@@ -97,6 +99,8 @@ class Options:
     replica_id: str | None = None
     advertise_url: str | None = None
     log_format: str = "plain"
+    #: Seconds between active health checks of remote versions' endpoints (docs/remote-models.md).
+    endpoint_check_seconds: float = 2.0
 
 
 @attrs.frozen
@@ -213,7 +217,10 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         if options.batch_max_size > 1:
             batcher = Batcher(BatchSettings(options.batch_max_size, options.batch_delay_us,
                                             options.batch_min_call_us), metrics)
-        predictor = Predictor(state, cache, metrics, transitions, health, feed, batcher, render_error=item_body)
+        remote = RemoteCaller(metrics, check_seconds=options.endpoint_check_seconds)
+        await actors.start("endpoint_health", partial(endpoint_health.run, remote, cache))
+        predictor = Predictor(state, cache, metrics, transitions, health, feed, batcher, render_error=item_body,
+                              remote=remote)
         await actors.start("switch_feed", partial(switch_feed.run, feed, trigger_recv, outbox,
                                                   predictor.serving_for))
         update_send, update_recv = trio.open_memory_channel[ConfigUpdate](0)

@@ -12,6 +12,7 @@ Layout (read top to bottom; each layer imports only the ones below it):
                            model_cache         loads TFLite models off the loop, LRU
                            transition_manager  versions, switch operations, plans
                            health_monitor      windows, breakers, feedback
+                           endpoint_health     remote versions' HTTP client, endpoint checks
                            switch_feed         switch events to Redis and WebSockets
                            redis_bus           the one Redis connection, buffered
                            control_bus         operator commands mirrored to workers
@@ -54,6 +55,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "run_transition_manager": ("actors.transition_manager", "run"),
     "HealthMonitor": ("actors.health_monitor", "HealthMonitor"),
     "run_health_monitor": ("actors.health_monitor", "run"),
+    "run_endpoint_health": ("actors.endpoint_health", "run"),
     "SwitchFeed": ("actors.switch_feed", "SwitchFeed"),
     "run_switch_feed": ("actors.switch_feed", "run"),
     "RedisOutbox": ("actors.redis_bus", "RedisOutbox"),

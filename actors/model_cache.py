@@ -31,12 +31,20 @@ from actors.core.rules import RouterConfig
 from actors.core.versions import ModelKey, latest_version
 from actors.mailbox import Envelope, ask, tell
 from actors.serving.metrics import Metrics
-from actors.storage.model_repo import list_repository, version_dir
+from actors.serving.remote_model import RemoteModel, load_remote
+from actors.storage.model_repo import list_repository, names_endpoints, version_dir
 from actors.storage.tflite_backend import LoadedModel, ModelLoadError, load_model
 
 log = logging.getLogger("model_router.model_cache")
 
 FAILURE_RETRY_S = 10.0
+
+
+def load_version(folder: Path, name: str, version: str) -> LoadedModel | RemoteModel:
+    """A version folder (blocking): a remote version when its metadata names endpoints, else TFLite."""
+    if names_endpoints(folder):
+        return load_remote(folder, name, version)
+    return load_model(folder, name, version)
 
 
 @attrs.frozen
@@ -180,7 +188,8 @@ class _CacheActor:
         path = version_dir(self.root, name, version)
         started = trio.current_time()
         try:
-            model = await trio.to_thread.run_sync(load_model, path, name, version)
+            # A remote version (metadata naming endpoints) loads as a RemoteModel (docs/remote-models.md).
+            model = await trio.to_thread.run_sync(load_version, path, name, version)
         except ModelLoadError:
             raise
         except Exception as exc:  # a corrupt file can fail anywhere in the runtime: still just "failed"

@@ -68,6 +68,9 @@ class Metrics:
     fallbacks: Counter = attrs.field(init=False)
     ready: Gauge = attrs.field(init=False)
     rule_info: Gauge = attrs.field(init=False)
+    remote_latency_s: Histogram = attrs.field(init=False)
+    remote_requests: Counter = attrs.field(init=False)
+    remote_endpoint_up: Gauge = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -110,6 +113,26 @@ class Metrics:
             "Interpreter time per call (a batch counts once), seconds",
             ["model_name"],
             buckets=INFERENCE_BUCKETS_S,
+            registry=r,
+        )
+        # Remote versions (docs/remote-models.md): one series per endpoint of a loaded version.
+        self.remote_latency_s = Histogram(
+            "model_router_remote_latency_seconds",
+            "Round trip of an Open Inference Protocol call to a remote endpoint, seconds",
+            ["model", "version", "endpoint"],
+            buckets=HTTP_BUCKETS_S,
+            registry=r,
+        )
+        self.remote_requests = Counter(
+            "model_router_remote_requests_total",
+            "Calls to remote endpoints by outcome (ok, error, timeout, refused: breaker or health check)",
+            ["model", "version", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.remote_endpoint_up = Gauge(
+            "model_router_remote_endpoint_up",
+            "1 when the last active health check of a remote endpoint passed",
+            ["model", "version", "endpoint"],
             registry=r,
         )
         self.models_loaded = Gauge("model_router_models_loaded", "Model versions in memory", registry=r)

@@ -42,7 +42,8 @@ from actors.model_cache import ModelCache
 from actors.router import RouterState
 from actors.serving.batcher import Batcher
 from actors.serving.metrics import Metrics
-from actors.serving.model_calls import ModelCalls
+from actors.serving.model_calls import ModelCalls, deadline_exceeded
+from actors.serving.remote_model import RemoteCaller, RemoteModel
 from actors.storage.tflite_backend import LoadedModel
 from actors.switch_feed import SwitchFeed
 from actors.transition_manager import Transitions
@@ -168,6 +169,8 @@ class Predictor:
     batcher: Batcher | None = None
     # How a failed batch item reads: the web layer supplies it (it alone knows statuses).
     render_error: Callable[[RouterError], dict[str, Any]] = RouterError.to_body
+    # Calls remote versions' endpoints (docs/remote-models.md); None: remote versions are unavailable.
+    remote: RemoteCaller | None = None
     seen_routes: dict[tuple[str, int], int] = attrs.field(factory=dict)
     last_slow_log: float = 0.0
     calls: ModelCalls = attrs.field(factory=ModelCalls)
@@ -384,8 +387,35 @@ class Predictor:
             return await self.calls.run_after_threads(key, partial(self.run_model, model, rows), deadline)
         return await self.run_bounded(model, rows, deadline)
 
-    async def infer(self, model: LoadedModel, row: np.ndarray, deadline: float) -> np.ndarray:
-        """One output row: inline, through the dynamic batcher when requests contend, or bounded."""
+    async def run_remote(self, model: RemoteModel, rows: np.ndarray, deadline: float) -> np.ndarray:
+        """A remote version's call: awaited, never batched with others; Unavailable when no endpoint
+        answers, DeadlineExceeded (504) when the request's deadline comes first."""
+        if self.remote is None:
+            raise Unavailable("endpoints_unavailable", f"{model.name}@{model.version} is remote and remote "
+                              "calls are not wired", {"model": model.name, "version": model.version})
+        started = time.perf_counter()
+        key = (model.name, model.version)
+        self.transitions.inflight.enter(key)
+        try:
+            with trio.move_on_at(deadline) as scope:
+                probabilities = await self.remote.call(model, rows)
+            if scope.cancelled_caught:
+                error = deadline_exceeded(key)
+                self.note_call_error(key, error)
+                raise error
+        except (Unavailable, DeadlineExceeded):
+            self.counters.inference(model.name, ok=False).inc(len(rows))
+            raise
+        finally:
+            self.transitions.inflight.exit(key)
+        self.counters.latency(model.name).observe(time.perf_counter() - started)
+        return probabilities
+
+    async def infer(self, model: LoadedModel | RemoteModel, row: np.ndarray, deadline: float) -> np.ndarray:
+        """One output row: inline, through the dynamic batcher when requests contend, or bounded;
+        a remote version's call is awaited (never batched with others)."""
+        if isinstance(model, RemoteModel):
+            return (await self.run_remote(model, row.reshape(1, -1), deadline))[0]
         key = (model.name, model.version)
         if self.batcher is None or not self.calls.ready(key):
             return (await self.call(model, row.reshape(1, -1), deadline))[0]
@@ -402,7 +432,9 @@ class Predictor:
             self.health.breakers.success(key)
             if self.call_errors:
                 self.call_errors.pop(key, None)
-        else:
+        elif not isinstance(model, RemoteModel):
+            # A remote version has a breaker per endpoint and health checks: its version-level
+            # breaker stays closed, so an endpoint that recovers serves within one check.
             self.health.breakers.failure(key)
         self.counters.inference(model.name, ok=ok).inc()
         predicted = ((request.correlation_id, label),) if ok and label is not None else ()
@@ -615,7 +647,11 @@ class Predictor:
         key = (model.name, model.version)
         call_started = time.perf_counter()
         try:
-            probabilities = await self.call(model, np.asarray(group.rows, dtype=np.float32), deadline)
+            rows = np.asarray(group.rows, dtype=np.float32)
+            if isinstance(model, RemoteModel):  # one OIP call for the group
+                probabilities = await self.run_remote(model, rows, deadline)
+            else:
+                probabilities = await self.call(model, rows, deadline)
             finite = np.isfinite(probabilities).all(axis=1).tolist()
         except DeadlineExceeded as error:
             self.health.breakers.failure(key)
@@ -673,7 +709,8 @@ class Predictor:
             self.health.observe(Observation(model.name, model.version, latency_s / len(group.indexes), False,
                                             (), model.metadata.labels, group.operation_id, len(retry)))
             for position in retry:
-                self.health.breakers.failure(key)
+                if not isinstance(model, RemoteModel):
+                    self.health.breakers.failure(key)
                 index = group.indexes[position]
                 try:
                     results[index] = await self.answer(group.requests[position], group.selections[position],

@@ -6,9 +6,10 @@ old one and the router hot-reloads it. Versions are positive integers written ca
 else in the tree (``tmp``, ``.staging``, ``README``) is ignored rather than rejected, because a
 repository is shared with humans and deployment tools.
 
-A version folder only counts once its ``model.tflite`` exists: ``write_model_version`` writes
-``metadata.yml`` first and the model last (each via temp file + ``os.replace``), so a watcher never
-sees a half-written version.
+A version folder only counts once its ``model.tflite`` exists (or, for a remote version served
+by other servers, once its ``metadata.yml`` names ``endpoints``; see docs/remote-models.md):
+``write_model_version`` writes ``metadata.yml`` first and the model last (each via temp file +
+``os.replace``), so a watcher never sees a half-written version.
 
 ``write_model_version`` records the model file's sha256 in ``metadata.yml``; the loader refuses a
 ``model.tflite`` whose bytes no longer match, before the TFLite runtime parses them (a flipped bit
@@ -32,8 +33,13 @@ from actors.storage.atomic import atomic_write_bytes
 MODEL_FILE = "model.tflite"
 METADATA_FILE = "metadata.yml"
 _KNOWN_KEYS = frozenset(
-    {"features", "window", "labels", "training_date", "accuracy", "description", "framework", "sha256"}
+    {"features", "window", "labels", "training_date", "accuracy", "description", "framework", "sha256",
+     "endpoints", "timeout_ms"}
 )
+_ENDPOINT_KEYS = frozenset({"url", "model", "version", "weight"})
+MAX_ENDPOINTS = 16
+DEFAULT_TIMEOUT_MS = 2000
+MAX_TIMEOUT_MS = 60_000
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 
@@ -105,6 +111,82 @@ def _validate_sha256(_instance: object, _attribute: object, value: str | None) -
         raise MetadataError(f"sha256: expected 64 lowercase hex digits, got {value!r}")
 
 
+@attrs.frozen
+class Endpoint:
+    """A remote server answering for a version over the Open Inference Protocol (docs/remote-models.md).
+
+    ``model``/``version`` name the model on that server (version None: its serving version);
+    ``weight`` is its share of traffic among the healthy endpoints.
+    """
+
+    url: str
+    model: str
+    version: str | None = None
+    weight: float = 1.0
+
+    @property
+    def infer_url(self) -> str:
+        """Where OIP ``infer`` calls go."""
+        tail = f"/versions/{self.version}" if self.version is not None else ""
+        return f"{self.url}/v2/models/{self.model}{tail}/infer"
+
+    @property
+    def ready_url(self) -> str:
+        """The server readiness probe used by active health checks."""
+        return f"{self.url}/v2/health/ready"
+
+    def to_dict(self) -> dict[str, Any]:
+        view: dict[str, Any] = {"url": self.url, "model": self.model, "weight": self.weight}
+        if self.version is not None:
+            view["version"] = self.version
+        return view
+
+
+def _parse_endpoint(position: int, raw: object) -> Endpoint:
+    """One ``endpoints`` entry; every mistake names its position so operators find it."""
+    where = f"endpoints[{position}]"
+    if not isinstance(raw, dict):
+        raise MetadataError(f"{where}: expected a mapping with url and model, got {type(raw).__name__}")
+    unknown = sorted(str(k) for k in raw if k not in _ENDPOINT_KEYS)
+    if unknown:
+        raise MetadataError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(_ENDPOINT_KEYS)}")
+    url = raw.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or \
+            len(url.split("://", 1)[1].strip("/")) == 0 or any(c.isspace() for c in url):
+        raise MetadataError(f"{where}.url: expected an http:// or https:// URL, got {url!r}")
+    model = raw.get("model")
+    if not isinstance(model, str) or not is_model_name(model):
+        raise MetadataError(f"{where}.model: expected a model name, got {model!r}")
+    version = raw.get("version")
+    if version is not None:
+        version = str(version) if isinstance(version, int) and not isinstance(version, bool) else version
+        if not isinstance(version, str) or not is_version_name(version):
+            raise MetadataError(f"{where}.version: expected a positive integer version, got {version!r}")
+    weight = raw.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+            or weight <= 0:
+        raise MetadataError(f"{where}.weight: expected a number > 0, got {weight!r}")
+    return Endpoint(url.rstrip("/"), model, version, float(weight))
+
+
+def parse_endpoints(raw: object) -> tuple[Endpoint, ...]:
+    """The ``endpoints`` list: 1..16 entries, no endpoint named twice."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_ENDPOINTS:
+        raise MetadataError(f"endpoints: expected a list of 1..{MAX_ENDPOINTS} endpoints, got {raw!r}")
+    endpoints = tuple(_parse_endpoint(i, entry) for i, entry in enumerate(raw))
+    targets = [e.infer_url for e in endpoints]
+    duplicates = sorted({t for t in targets if targets.count(t) > 1})
+    if duplicates:
+        raise MetadataError(f"endpoints: the same endpoint is listed twice: {duplicates}")
+    return endpoints
+
+
+def _validate_timeout(_instance: object, _attribute: object, value: int) -> None:
+    """attrs validator for ``timeout_ms``: a bounded per-call timeout for remote endpoints."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIMEOUT_MS:
+        raise MetadataError(f"timeout_ms: expected an integer in 1..{MAX_TIMEOUT_MS}, got {value!r}")
+
+
 def file_digest(content: bytes) -> str:
     """The sha256 recorded for a model file."""
     return hashlib.sha256(content).hexdigest()
@@ -128,6 +210,14 @@ class ModelMetadata:
     framework: str = attrs.field(default="tflite", validator=_validate_text("framework", False))
     # Of model.tflite; None in repositories written before it was recorded (loaded with a warning).
     sha256: str | None = attrs.field(default=None, validator=_validate_sha256)
+    # Non-empty: the version is served by these remote endpoints instead of a model.tflite.
+    endpoints: tuple[Endpoint, ...] = attrs.field(default=(), converter=tuple)
+    timeout_ms: int = attrs.field(default=DEFAULT_TIMEOUT_MS, validator=_validate_timeout)
+
+    @property
+    def remote(self) -> bool:
+        """Whether this version is answered by remote endpoints (no model.tflite)."""
+        return bool(self.endpoints)
 
     @property
     def input_dim(self) -> int:
@@ -147,6 +237,9 @@ class ModelMetadata:
         }
         if self.sha256 is not None:
             view["sha256"] = self.sha256
+        if self.endpoints:
+            view["endpoints"] = [e.to_dict() for e in self.endpoints]
+            view["timeout_ms"] = self.timeout_ms
         return view
 
 
@@ -188,7 +281,11 @@ def parse_metadata(text: str) -> ModelMetadata:
         "features": _string_list("features", data["features"]),
         "labels": _string_list("labels", data["labels"]),
     }
-    for key in ("window", "accuracy", "description", "framework", "sha256"):
+    if "endpoints" in data:
+        kwargs["endpoints"] = parse_endpoints(data["endpoints"])
+    elif "timeout_ms" in data:
+        raise MetadataError("timeout_ms: only meaningful with endpoints")
+    for key in ("window", "accuracy", "description", "framework", "sha256", "timeout_ms"):
         if key in data:
             kwargs[key] = data[key]
     if "training_date" in data:
@@ -208,12 +305,25 @@ def version_dir(root: Path, name: str, version: str) -> Path:
     return Path(root) / name / version
 
 
+def names_endpoints(folder: Path) -> bool:
+    """Whether a version folder without model.tflite is a remote version (its metadata names endpoints).
+
+    A cheap textual check, so a scan never parses YAML; the loader validates the metadata fully.
+    """
+    try:
+        text = (folder / METADATA_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return any(line.startswith("endpoints:") for line in text.splitlines())
+
+
 def _model_versions(model_dir: Path) -> tuple[str, ...]:
-    """Complete versions of one model (integer-named folder containing model.tflite), numeric order."""
+    """Complete versions of one model (integer-named folder with model.tflite, or a remote version), numeric order."""
     found = [
         child.name
         for child in model_dir.iterdir()
-        if child.is_dir() and is_version_name(child.name) and (child / MODEL_FILE).is_file()
+        if child.is_dir() and is_version_name(child.name)
+        and ((child / MODEL_FILE).is_file() or names_endpoints(child))
     ]
     return tuple(sorted(found, key=int))
 
@@ -252,4 +362,17 @@ def write_model_version(
     target = version_dir(root, name, version)
     atomic_write_bytes(target / METADATA_FILE, dump_metadata(metadata).encode("utf-8"))
     atomic_write_bytes(target / MODEL_FILE, tflite_bytes)
+    return target
+
+
+def write_remote_version(root: Path, name: str, version: str, metadata: ModelMetadata) -> Path:
+    """Publish a remote version (metadata naming endpoints, no model file) atomically."""
+    if not metadata.remote:
+        raise MetadataError("endpoints: a remote version needs at least one endpoint")
+    if not is_version_name(version):
+        raise ValueError(f"version must be a positive integer string, got {version!r}")
+    if not is_model_name(name):
+        raise ValueError(f"invalid model name {name!r}")
+    target = version_dir(root, name, version)
+    atomic_write_bytes(target / METADATA_FILE, dump_metadata(metadata).encode("utf-8"))
     return target
