@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from actors.core.rules import RouterConfig, compile_snapshot
+from actors.core.rules.problems import _Problems
+from actors.core.rules.yaml_reader import _Invalid, _load_yaml
 
 ROOT = "model_router"
 # libyaml's loader and dumper when PyYAML has them: an edit parses and writes the whole document.
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -31,13 +32,48 @@ class DocumentError(ValueError):
         self.path = path
 
 
+MAX_DEPTH = 64  # a rules document is a handful of levels deep; anything deeper is refused
+
+
+def _too_deep(data: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``data`` nests deeper than ``limit`` (iterative: no recursion on hostile input)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
 def parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
-    """A document from a request body: JSON when the content type says so, else YAML."""
+    """A document from a request body: JSON when the content type says so, else YAML.
+
+    YAML goes through the rules file's own reader, so alias expansion is bounded the same
+    way; any nesting deeper than MAX_DEPTH is refused before the document is walked.
+    """
+    kind = "JSON" if "json" in content_type.lower() else "YAML"
+    found = _Problems()
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text) if "json" in content_type.lower() else yaml.load(text, Loader=_LOADER)
-    except (UnicodeError, ValueError, yaml.YAMLError) as exc:
-        raise DocumentError(f"body is not valid {'JSON' if 'json' in content_type else 'YAML'}: {exc}") from exc
+        if kind == "JSON":
+            data = json.loads(text)
+        else:
+            try:
+                data = _load_yaml(text, found)
+            except _Invalid:
+                data = None
+    except RecursionError as exc:
+        raise DocumentError(f"body nests deeper than {MAX_DEPTH} levels") from exc
+    except (UnicodeError, ValueError) as exc:
+        raise DocumentError(f"body is not valid {kind}: {str(exc)[:200]}") from exc
+    if found.details:
+        raise DocumentError(f"body is not valid YAML: {found.details[0]['message']}")
+    if _too_deep(data):
+        raise DocumentError(f"body nests deeper than {MAX_DEPTH} levels")
     if not isinstance(data, dict) or not isinstance(data.get(ROOT), dict):
         raise DocumentError(f"the document must be a mapping with a '{ROOT}' section")
     return data

@@ -45,3 +45,18 @@ def test_changed_buckets_names_only_what_routes_differently() -> None:
     assert [(c["asset_class"], c["horizon_bucket"], c["from"]["model"], c["to"]["model"]) for c in changes] == [
         ("crypto", "[30000,30000]", "fast", "slow"), ("crypto", "(30000,60000)", "fast", "slow")]
     assert rules_doc.changed_buckets(old, old) == []
+
+
+def test_hostile_bodies_are_document_errors_not_crashes() -> None:
+    """Regression (found by the fuzzer): deep nesting raised RecursionError (a 500 on PUT /rules)."""
+    from actors.core.rules_doc import DocumentError, parse_body
+    from tests.core.rules.rule_docs import billion_laughs
+
+    for raw, content_type in ((b"[" * 10000 + b"]" * 10000, "application/json"),
+                              (b'{"a":' * 5000 + b"1" + b"}" * 5000, "application/json"),
+                              (("a: " + "[" * 5000 + "]" * 5000).encode(), "application/yaml"),
+                              (billion_laughs().encode(), "application/yaml"),
+                              (b"\xff\xfe", "application/yaml")):
+        with pytest.raises(DocumentError) as refused:
+            parse_body(raw, content_type)
+        assert len(str(refused.value)) < 400
