@@ -8,6 +8,8 @@ a supervisor process runs N copies of the service on one port and restarts crash
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import signal
 import socket
@@ -147,7 +149,7 @@ def supervise_workers(command: list[str], count: int, host: str, port: int) -> i
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     for index in restarts:
-        workers[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+        workers[index] = _start_worker(base, index)
     log.info("supervising %d workers on %s:%d", count, host, port)
     failed = False
     while workers:
@@ -168,9 +170,27 @@ def supervise_workers(command: list[str], count: int, host: str, port: int) -> i
                 continue
             log.error("worker %d exited with %d; restarting it", index, code)
             restarts[index] = [*recent, time.monotonic()]
-            workers[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+            workers[index] = _start_worker(base, index)
     log.info("all workers stopped")
     return 1 if failed else 0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, however it dies (Linux prctl).
+
+    A supervisor killed with SIGKILL cannot forward a signal; without this its workers would
+    keep serving the port as orphans.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _start_worker(base: list[str], index: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*base, "--worker-index", str(index)],
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
 
 def _free_port(host: str) -> int:

@@ -257,3 +257,44 @@ async def test_json_logs_carry_the_request_id_on_both_ports(config_path: Path) -
         assert about, f"no line with request_id {request_id}"
         assert any("POST /predict -> 404" in e["message"] and e["correlation_id"] == f"corr-{request_id}"
                    for e in about), about
+
+
+async def test_workers_exit_when_the_supervisor_is_killed(config_path: Path) -> None:
+    """A supervisor killed with SIGKILL leaves no orphan worker serving the port."""
+    port = free_port()
+    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--port", str(port),
+         "--workers", "2", "--state-file", str(config_path.parent / "state.json")],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    log = LogReader(process)
+    try:
+        await log.wait_for_all({"serving": 2})
+        pids: set[int] = set()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            with trio.fail_after(10):
+                while len(pids) < 2:
+                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as fresh:
+                        pids.add((await fresh.get("/health")).json()["pid"])
+            assert (await client.get("/health")).status_code == 200
+        process.kill()
+        process.wait()
+        with trio.fail_after(15):
+            while any(_alive(pid) for pid in pids):
+                await trio.sleep(0.05)  # polling the process table: there is no event to wait on
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) is not serving
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False

@@ -59,6 +59,10 @@ class _Version:
     probation_left: int = PROBATION_CALLS
     cheapest_s: float = float("inf")
     threaded: bool = False
+    # Calls of this version awaiting or running in a worker thread, and an event set whenever
+    # that count drops to zero: inline calls wait on it (they never take the limiter themselves).
+    threads: int = 0
+    drained: trio.Event = attrs.field(factory=trio.Event)
 
 
 @attrs.define
@@ -89,14 +93,21 @@ class ModelCalls:
 
     def idle(self, key: ModelKey) -> bool:
         """No thread holds or awaits this version's interpreter: an inline call may run right now."""
-        # A released token goes straight to the next waiter, so no borrower means no waiter either.
-        return self.versions[key].limiter.borrowed_tokens == 0
+        state = self.versions[key]
+        return state.threads == 0 and state.limiter.borrowed_tokens == 0
 
     async def run_after_threads(self, key: ModelKey, call: Callable[[], np.ndarray], deadline: float) -> np.ndarray:
-        """An inline call that waits (bounded by ``deadline``) for the version's threaded calls to drain."""
+        """An inline call that waits (bounded by ``deadline``) for the version's threaded calls to drain.
+
+        It waits for the count of threaded calls to reach zero rather than taking the limiter:
+        an inline call that held the limiter across a checkpoint would keep the version from
+        ever looking idle under steady concurrency, and every call would take this slow path.
+        """
+        state = self.versions[key]
         with trio.move_on_at(deadline):
-            async with self.versions[key].limiter:
-                return call()
+            while state.threads:
+                await state.drained.wait()
+            return call()
         raise deadline_exceeded(key)
 
     def version(self, key: ModelKey, model: object) -> _Version:
@@ -120,11 +131,18 @@ class ModelCalls:
                         rows: np.ndarray, deadline: float) -> tuple[np.ndarray, float]:
         """``call(rows)`` and its cost, run in a worker thread; DeadlineExceeded at ``deadline`` (trio clock)."""
         state = self.version(key, model)
-        with trio.move_on_at(deadline):
-            result, seconds = await trio.to_thread.run_sync(_timed, call, rows, limiter=state.limiter,
-                                                             abandon_on_cancel=True)
-            self._settle(key, state, seconds)
-            return result, seconds
+        state.threads += 1
+        try:
+            with trio.move_on_at(deadline):
+                result, seconds = await trio.to_thread.run_sync(_timed, call, rows, limiter=state.limiter,
+                                                                 abandon_on_cancel=True)
+                self._settle(key, state, seconds)
+                return result, seconds
+        finally:
+            state.threads -= 1
+            if state.threads == 0:
+                state.drained.set()
+                state.drained = trio.Event()
         state.threaded = True
         self.fast.discard(key)
         self.settled.discard(key)
