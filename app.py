@@ -95,7 +95,7 @@ class Options:
     #: TLS for the main port (both or neither); the data plane takes the same pair.
     certfile: Path | None = None
     keyfile: Path | None = None
-    rules_source: str = "file"
+    rules_source: str | None = None  # None: the config's config.rules_source
     replica_id: str | None = None
     advertise_url: str | None = None
     log_format: str = "plain"
@@ -154,9 +154,10 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
     cache = ModelCache(cache_send, excluded=transitions.excluded)
     reload_send, reload_recv = trio.open_memory_channel[Envelope[Any]](64)
     watcher = ConfigWatcher(options.config, reload_send)
-    if options.rules_source == "redis" and not redis_url:
+    rules_source = options.rules_source or config.settings.rules_source
+    if rules_source == "redis" and not redis_url:
         raise StartupError("rules_source redis needs a Redis URL (--redis-url or config.redis_url)")
-    watcher.source = rules_store.source_for(options.rules_source, options.config, redis_url)
+    watcher.source = rules_store.source_for(rules_source, options.config, redis_url)
     trigger_send, trigger_recv = trio.open_memory_channel[Trigger](1024)
     feed = SwitchFeed(trigger_send, metrics, redis_url=redis_url)
     health_send, health_recv = trio.open_memory_channel[Any](8192)
@@ -238,7 +239,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             config_watcher.run, watcher, reload_recv, state, update_send, outbox, metrics,
             repository=repository, initial_text=text))
         rules = rules_store.RulesStore(watcher, state, repository, lambda command: control.announce(command))
-        if options.rules_source == "redis":
+        if rules_source == "redis":
             await actors.start("rules_store", partial(rules_store.run, rules, text))
         service = Service(WebSettings(options.admin_key, options.worker_index), metrics, state, cache, watcher,
                           outbox, predictor, repository, transitions, health, feed, control, gate, rules, members,
@@ -327,8 +328,8 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--certfile", default=environ.get("MODEL_ROUTER_CERTFILE"),
                         help="TLS certificate (PEM) for both ports; needs --keyfile")
     parser.add_argument("--keyfile", default=environ.get("MODEL_ROUTER_KEYFILE"), help="TLS private key (PEM)")
-    parser.add_argument("--rules-source", choices=("file", "redis"), help="rules document: the file, or Redis",
-                        default=environ.get("MODEL_ROUTER_RULES_SOURCE", "file"))
+    parser.add_argument("--rules-source", choices=("file", "redis"), help="rules document: the file, or Redis (default: config.rules_source, else file)",
+                        default=environ.get("MODEL_ROUTER_RULES_SOURCE") or None)
     parser.add_argument("--replica-id", default=environ.get("MODEL_ROUTER_REPLICA_ID"), help="id in GET /cluster")
     parser.add_argument("--advertise-url", default=environ.get("MODEL_ROUTER_ADVERTISE_URL"),
                         help="this replica's URL in GET /cluster")

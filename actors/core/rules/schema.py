@@ -66,6 +66,8 @@ class RouterSettings:
     max_batch_items: int = 1024
     # The whole request's budget for model calls: past it the answer is 504, no fallback.
     request_deadline_ms: float = 500
+    # Where the rules live: this file, or Redis (versioned, shared by every replica; docs/cluster.md).
+    rules_source: str = "file"
 
 
 @attrs.frozen

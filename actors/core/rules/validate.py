@@ -99,7 +99,16 @@ def _parse_settings(root: Mapping[Any, Any], probs: _Problems, refs: _ModelRefs)
         max_batch_items=_opt_int(cfg, "max_batch_items", path, probs, d.max_batch_items, lo=1),
         request_deadline_ms=_opt_number(cfg, "request_deadline_ms", path, probs, d.request_deadline_ms,
                                         positive=True),
+        rules_source=_rules_source(cfg, path, probs),
     )
+
+
+def _rules_source(cfg: Mapping[Any, Any], path: str, probs: _Problems) -> str:
+    value = _opt_str(cfg, "rules_source", path, probs, "file") or "file"
+    if value not in ("file", "redis"):
+        probs.add(f"{path}.rules_source", f"must be 'file' or 'redis', got {_describe(value)}")
+        return "file"
+    return value
 
 def _router_root(data: Any, probs: _Problems) -> dict[Any, Any] | None:
     if not isinstance(data, dict):

@@ -86,3 +86,12 @@ def test_request_deadline_ms_defaults_parses_and_is_validated() -> None:
         with pytest.raises(ConfigError) as raised:
             parse_config(base % f", request_deadline_ms: {bad}")
         assert [d["path"] for d in raised.value.details] == ["config.request_deadline_ms"]
+
+
+def test_rules_source_is_file_or_redis() -> None:
+    base = "model_router:\n  rules: []\n  config: {default_model: m%s}\n"
+    assert parse_config(base % "").settings.rules_source == "file"
+    assert parse_config(base % ", rules_source: redis").settings.rules_source == "redis"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(base % ", rules_source: etcd")
+    assert [d["path"] for d in raised.value.details] == ["config.rules_source"]
