@@ -328,7 +328,8 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--certfile", default=environ.get("MODEL_ROUTER_CERTFILE"),
                         help="TLS certificate (PEM) for both ports; needs --keyfile")
     parser.add_argument("--keyfile", default=environ.get("MODEL_ROUTER_KEYFILE"), help="TLS private key (PEM)")
-    parser.add_argument("--rules-source", choices=("file", "redis"), help="rules document: the file, or Redis (default: config.rules_source, else file)",
+    parser.add_argument("--rules-source", choices=("file", "redis"),
+                        help="rules document: the file, or Redis (default: config.rules_source, else file)",
                         default=environ.get("MODEL_ROUTER_RULES_SOURCE") or None)
     parser.add_argument("--replica-id", default=environ.get("MODEL_ROUTER_REPLICA_ID"), help="id in GET /cluster")
     parser.add_argument("--advertise-url", default=environ.get("MODEL_ROUTER_ADVERTISE_URL"),
