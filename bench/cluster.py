@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,16 +28,14 @@ import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from processes import free_port, start_redis, wait_ready  # noqa: E402
 
 from actors.build.demo_models import build_random_model  # noqa: E402
 
 KEY = "bench-admin-key"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -63,18 +60,6 @@ def config_text(repo: Path, redis_url: str) -> str:
     )
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(folder)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "Ready to accept connections" in line:
-            return process, f"redis://127.0.0.1:{port}/0"
-    raise RuntimeError("redis-server did not start")
-
-
 def start_replica(folder: Path, index: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": KEY, "LOG_LEVEL": "WARNING"}
@@ -83,17 +68,6 @@ def start_replica(folder: Path, index: int) -> tuple[subprocess.Popen[bytes], st
          "--state-file", str(folder / "state.json"), "--rules-source", "redis", "--replica-id", f"r{index}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, f"http://127.0.0.1:{port}"
-
-
-async def wait_up(client: httpx.AsyncClient, url: str) -> None:
-    with trio.fail_after(60):
-        while True:
-            try:
-                if (await client.get(f"{url}/health/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await trio.sleep(0.1)
 
 
 async def until_version(client: httpx.AsyncClient, url: str, version: str) -> float:
@@ -107,7 +81,7 @@ async def measure(urls: list[str], changes: int) -> tuple[list[float], list[floa
     api: list[float] = []
     async with httpx.AsyncClient(timeout=10) as client:
         for url in urls:
-            await wait_up(client, url)
+            await wait_ready(client, url)
         version = (await client.get(f"{urls[0]}/rules")).json()["version"]
         for i in range(changes):
             started = time.perf_counter()

@@ -18,6 +18,7 @@ floor any Trio server pays, so the engine's own overhead is the difference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -121,7 +122,8 @@ def serve_bare() -> None:
     async def connection(stream: trio.SocketStream) -> None:
         protocol = Protocol()
         parser = httptools.HttpRequestParser(protocol)
-        try:
+        # The bare loop's whole error handling: a client that leaves or sends garbage ends its connection.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, httptools.HttpParserError):
             while data := await stream.receive_some(65536):
                 parser.feed_data(data)
                 if protocol.done:
@@ -137,8 +139,6 @@ def serve_bare() -> None:
                             out.append(answer_head + await predict(protocol))
                     protocol.done = 0
                     await stream.send_all(b"".join(out))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, httptools.HttpParserError):
-            pass
 
     async def main() -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")

@@ -32,7 +32,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,16 +45,14 @@ import trio
 from trio_websocket import open_websocket_url
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from processes import free_port, start_redis, wait_ready  # noqa: E402
+
 MODEL = "tlob_tiny"
 FEATURES = {"order_imbalance": 0.3, "spread_bps": 1.2, "trade_flow": 0.5, "return_1s": 0.001, "volume_z": 0.1}
 ROUTED = {"asset_class": "crypto", "horizon_ms": 30_000, "symbol": "BTC/USDT", "features": FEATURES}
 TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int:
@@ -181,31 +178,6 @@ async def switch_total(client: httpx.AsyncClient) -> float:
                if line.startswith("model_switch_total{"))
 
 
-async def wait_ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes]) -> None:
-    with trio.fail_after(60):
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the service exited with {process.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get("/health/ready")).status_code == 200:
-                    return
-            await trio.sleep(0.2)
-
-
-def start_redis(folder: Path) -> tuple[subprocess.Popen[str] | None, str | None]:
-    if shutil.which("redis-server") is None:
-        return None, None
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(folder)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "Ready to accept connections" in line:
-            return process, f"redis://127.0.0.1:{port}/0"
-    raise RuntimeError("redis-server exited before it was ready")
-
-
 async def soak(args: argparse.Namespace, folder: Path) -> int:
     if not (ROOT / "models" / MODEL / "1").is_dir():
         print("models/ is missing: run `make models` first", file=sys.stderr)
@@ -216,7 +188,8 @@ async def soak(args: argparse.Namespace, folder: Path) -> int:
     shutil.copy(ROOT / "conf" / "model_router_rules.yml", rules)
     repo = folder / "models"
     shutil.copytree(ROOT / "models", repo, ignore=shutil.ignore_patterns("[2-9]*"))
-    redis_process, redis_url = start_redis(folder) if not args.no_redis else (None, None)
+    redis_process, redis_url = (start_redis(folder) if shutil.which("redis-server") and not args.no_redis
+                                else (None, None))
     port, data_port = free_port(), free_port()
     admin_key = secrets.token_urlsafe(24)
     env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": admin_key, "LOG_LEVEL": "WARNING"}
@@ -230,7 +203,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> int:
     main, data = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{data_port}"
     try:
         async with httpx.AsyncClient(base_url=main, timeout=TIMEOUT_S) as client:
-            await wait_ready(client, process)
+            await wait_ready(client, process=process)
             shutil.copytree(repo / MODEL / "1", repo / MODEL / "2")
             registered = await client.post("/models", json={"name": MODEL, "version": "2"},
                                            headers={"X-Admin-Key": admin_key})

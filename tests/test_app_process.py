@@ -53,13 +53,19 @@ class LogReader:
                 return line
 
 
-def start(config: Path, port: int, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start(config: Path, port: int, env_extra: dict[str, str] | None = None, *args: str) -> subprocess.Popen[str]:
+    """``python app.py`` on 127.0.0.1:``port`` with the test admin key; ``args`` are further options."""
     env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key", **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--config", str(config), "--host", "127.0.0.1",
-         "--port", str(port)],
+         "--port", str(port), *args],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )
+
+
+def start_workers(config: Path, port: int, *args: str) -> subprocess.Popen[str]:
+    """Two workers under the supervisor, sharing one state file beside the config."""
+    return start(config, port, None, "--workers", "2", "--state-file", str(config.parent / "state.json"), *args)
 
 
 async def test_sighup_reloads_and_sigterm_stops_gracefully(config_path: Path, repo: Path) -> None:
@@ -123,11 +129,7 @@ async def test_two_workers_share_the_port_and_reload_together(config_path: Path,
                                                               redis_server: RedisServer) -> None:
     config_path.write_text(render_config(repo, redis_url=redis_server.url))
     port = free_port()
-    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key"}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--port", str(port),
-         "--workers", "2", "--state-file", str(config_path.parent / "state.json")],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = start_workers(config_path, port)
     log = LogReader(process)
     try:
         await log.wait_for_all({"command stream followed": 2, "serving": 2})
@@ -154,11 +156,7 @@ async def test_two_workers_share_the_port_and_reload_together(config_path: Path,
 async def test_two_workers_share_the_data_port_too(config_path: Path) -> None:
     """With --workers 2 each worker binds the data port with SO_REUSEPORT: both answer on it."""
     port, data_port = free_port(), free_port()
-    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key"}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--port", str(port),
-         "--data-port", str(data_port), "--workers", "2", "--state-file", str(config_path.parent / "state.json")],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = start_workers(config_path, port, "--data-port", str(data_port))
     log = LogReader(process)
     try:
         await log.wait_for_all({f"data plane on http://127.0.0.1:{data_port}": 2})
@@ -217,11 +215,7 @@ async def test_sigterm_answers_what_the_data_plane_read_then_exits_0(config_path
 async def test_json_logs_carry_the_request_id_on_both_ports(config_path: Path) -> None:
     """--log-format json: every log line is one JSON object; a request's X-Request-ID is on the lines it causes."""
     port, data_port = free_port(), free_port()
-    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key"}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--port", str(port),
-         "--data-port", str(data_port), "--log-format", "json"],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = start(config_path, port, None, "--data-port", str(data_port), "--log-format", "json")
     log = LogReader(process)
     try:
         await log.wait_for(f"data plane on http://127.0.0.1:{data_port}")
@@ -262,11 +256,7 @@ async def test_json_logs_carry_the_request_id_on_both_ports(config_path: Path) -
 async def test_workers_exit_when_the_supervisor_is_killed(config_path: Path) -> None:
     """A supervisor killed with SIGKILL leaves no orphan worker serving the port."""
     port = free_port()
-    env = {**os.environ, "MODEL_ROUTER_ADMIN_KEY": "proc-test-key"}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--config", str(config_path), "--port", str(port),
-         "--workers", "2", "--state-file", str(config_path.parent / "state.json")],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = start_workers(config_path, port)
     log = LogReader(process)
     try:
         await log.wait_for_all({"serving": 2})

@@ -354,14 +354,8 @@ def write_model_version(
     digest = file_digest(tflite_bytes)
     if metadata.sha256 is not None and metadata.sha256 != digest:
         raise MetadataError(f"sha256: the model bytes hash to {digest}, not {metadata.sha256}")
-    metadata = attrs.evolve(metadata, sha256=digest)
-    if not is_version_name(version):
-        raise ValueError(f"version must be a positive integer string, got {version!r}")
-    if not is_model_name(name):
-        raise ValueError(f"invalid model name {name!r}")
-    target = version_dir(root, name, version)
-    atomic_write_bytes(target / METADATA_FILE, dump_metadata(metadata).encode("utf-8"))
-    atomic_write_bytes(target / MODEL_FILE, tflite_bytes)
+    target = _publish_metadata(root, name, version, attrs.evolve(metadata, sha256=digest))
+    atomic_write_bytes(target / MODEL_FILE, tflite_bytes)  # last: the model file marks completion
     return target
 
 
@@ -369,6 +363,11 @@ def write_remote_version(root: Path, name: str, version: str, metadata: ModelMet
     """Publish a remote version (metadata naming endpoints, no model file) atomically."""
     if not metadata.remote:
         raise MetadataError("endpoints: a remote version needs at least one endpoint")
+    return _publish_metadata(root, name, version, metadata)
+
+
+def _publish_metadata(root: Path, name: str, version: str, metadata: ModelMetadata) -> Path:
+    """Check the name and version, then write ``metadata.yml`` atomically; the version's folder."""
     if not is_version_name(version):
         raise ValueError(f"version must be a positive integer string, got {version!r}")
     if not is_model_name(name):

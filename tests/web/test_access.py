@@ -329,7 +329,7 @@ async def test_websocket_handshake_refused_with_http_status(config_path: Path, t
                                       ("/ws/switches", [("Authorization", "Bearer wrong")], 401)):
             with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
                 async with trio_websocket.open_websocket_url(ws_url + path, extra_headers=headers):
-                    pass
+                    raise AssertionError(f"{path}: the handshake was accepted")
             assert rejected.value.status_code == status
             assert json.loads(rejected.value.body)["error"]["code"] in ("unauthenticated", "forbidden")
         async with trio_websocket.open_websocket_url(

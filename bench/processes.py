@@ -1,0 +1,47 @@
+"""Processes the benches start and wait for: free ports, a private redis-server, readiness.
+
+One copy for every bench script (they run as scripts, so they import this as a sibling
+module, like ``rulesets``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import trio
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:
+    """A private redis-server on a free port (no persistence), and its URL, once it accepts connections."""
+    port = free_port()
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(folder)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "Ready to accept connections" in line:
+            return process, f"redis://127.0.0.1:{port}/0"
+    raise RuntimeError("redis-server exited before it was ready")
+
+
+async def wait_ready(client: httpx.AsyncClient, url: str = "", process: subprocess.Popen[bytes] | None = None,
+                     timeout_s: float = 60.0) -> None:
+    """Until ``url/health/ready`` answers 200 (a service still starting refuses connections)."""
+    with trio.fail_after(timeout_s):
+        while True:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the service exited with {process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(f"{url}/health/ready")).status_code == 200:
+                    return
+            await trio.sleep(0.1)  # a bench polls: the service is another process
