@@ -2,8 +2,10 @@
 
 Starts the whole service (all actors, the bundled demo config and models) inside this
 process, then times ``predictor.predict_one`` (by model name, and routed by asset class,
-horizon and symbol) and ``predictor.predict_batch`` with 256 items. What it prints is the
-"own code" share of a request's CPU time; the HTTP benches add the server's share.
+horizon and symbol) and ``predictor.predict_batch`` with 256 items, then the same requests
+through the data port's whole handler chain (request id, timing, access gate, JSON parse and
+encode). What it prints is the "own code" share of a request's CPU time; the HTTP benches add
+the server's share (parsing, sockets, scheduling).
 
 Reproduce (after ``make models``):
     .venv/bin/python bench/predict_inprocess.py [--calls 20000] [--profile]
@@ -20,12 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import app  # noqa: E402
+from actors.web import data_port, http1  # noqa: E402
 
 FEATURES = {"order_imbalance": 0.3, "spread_bps": 1.2, "trade_flow": 0.5, "return_1s": 0.001, "volume_z": 0.1}
 BY_NAME = {"model_name": "tlob_tiny", "features": FEATURES}
@@ -70,6 +74,17 @@ async def main(calls: int, profile: bool) -> None:
         report("predict_one, routed + symbol", await time_calls(predictor.predict_one, ROUTED, calls))
         report("predict_batch, 256 routed items", await time_calls(predictor.predict_batch, batch, calls // 100),
                items=256)
+        # The data port's whole handler chain (request id, timing, access gate, JSON in and out):
+        # what a request costs above the engine's parsing and the socket.
+        table = data_port.routes(running.service)
+        for name, body, path, n in (("data-port /predict, by name", BY_NAME, "/predict", calls),
+                                    ("data-port /predict, routed", ROUTED, "/predict", calls),
+                                    ("data-port /predict/batch, 256", batch, "/predict/batch", calls // 100)):
+            handler = table[path]["POST"]
+            request = http1.Request("POST", path, "", ((b"content-type", b"application/json"),),
+                                    orjson.dumps(body), True, "127.0.0.1:1")
+            report(name, await time_calls(lambda _body, h=handler, r=request: h(r), body, n),
+                   items=256 if path.endswith("batch") else 1)
         if profiler:
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)

@@ -23,6 +23,7 @@ from actors.core.access import FORBIDDEN, ApiKey, Refusal, Role
 from actors.core.rate_limit import day_label, next_reset, utc_day
 
 NO_WORKSPACE: Final = "-"
+PREDICTION_KEYS_LIMIT: Final = 4096
 CounterKey = tuple[str, ...]
 
 
@@ -33,6 +34,9 @@ class UsageBook:
     day: int
     base: dict[CounterKey, int] = attrs.field(factory=dict)
     delta: dict[int, dict[CounterKey, int]] = attrs.field(factory=dict)
+    # (workspace, key id, model) -> its three prediction counter keys, built once.
+    prediction_keys: dict[tuple[str | None, str | None, str], tuple[CounterKey, ...]] = attrs.field(
+        factory=dict, repr=False)
 
     def _bump(self, now: float, key: CounterKey, n: int) -> None:
         day = utc_day(now)
@@ -49,11 +53,26 @@ class UsageBook:
             self.base = {}
 
     def record_prediction(self, workspace: str | None, key_id: str | None, model: str, n: int, now: float) -> None:
-        """``n`` items answered by ``model`` (a batch counts each item)."""
-        ws = workspace or NO_WORKSPACE
-        self._bump(now, ("p", ws), n)
-        self._bump(now, ("pk", ws, key_id or NO_WORKSPACE), n)
-        self._bump(now, ("pm", ws, model), n)
+        """``n`` items answered by ``model`` (a batch counts each item).
+
+        Called once per prediction request: the three counter keys of a (workspace, key, model)
+        are built once and reused (a bounded cache), and the day is worked out once.
+        """
+        triple = (workspace, key_id, model)
+        keys = self.prediction_keys.get(triple)
+        if keys is None:
+            if len(self.prediction_keys) >= PREDICTION_KEYS_LIMIT:
+                self.prediction_keys.clear()
+            ws = workspace or NO_WORKSPACE
+            keys = self.prediction_keys[triple] = (("p", ws), ("pk", ws, key_id or NO_WORKSPACE), ("pm", ws, model))
+        day = utc_day(now)
+        if day != self.day:
+            self._roll(day)
+        counters = self.delta.get(day)
+        if counters is None:
+            counters = self.delta[day] = {}
+        for key in keys:
+            counters[key] = counters.get(key, 0) + n
 
     def record_refusal(self, workspace: str | None, key_id: str | None, code: str, now: float, n: int = 1) -> None:
         ws = workspace or NO_WORKSPACE

@@ -5,7 +5,9 @@ format, label escaping and histogram buckets right and is what every scraper exp
 Each service owns its own ``CollectorRegistry`` so several instances (tests start many
 in one process) never collide on metric names; the standard process, platform and GC
 collectors are registered on it too, because a private registry does not get them from
-prometheus-client's default one. docs/metrics.md lists every metric.
+prometheus-client's default one. The metrics every prediction updates are lock-free
+``LoopCounter``/``LoopHistogram`` (actors/serving/loop_metrics.py: why), exposed with the same
+samples. docs/metrics.md lists every metric.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from actors.serving.loop_metrics import LoopCounter, LoopHistogram
+
 if TYPE_CHECKING:
     from actors.core.rules import RouterConfig
 
@@ -41,13 +45,13 @@ class Metrics:
     """Every metric the service exports, registered on a private registry."""
 
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
-    select_latency_us: Histogram = attrs.field(init=False)
+    select_latency_us: LoopHistogram = attrs.field(init=False)
     reload_duration_ms: Histogram = attrs.field(init=False)
     reloads_total: Counter = attrs.field(init=False)
-    rule_matches: Counter = attrs.field(init=False)
+    rule_matches: LoopCounter = attrs.field(init=False)
     active_model: Gauge = attrs.field(init=False)
-    inference_requests: Counter = attrs.field(init=False)
-    inference_latency_s: Histogram = attrs.field(init=False)
+    inference_requests: LoopCounter = attrs.field(init=False)
+    inference_latency_s: LoopHistogram = attrs.field(init=False)
     models_loaded: Gauge = attrs.field(init=False)
     model_cache_bytes: Gauge = attrs.field(init=False)
     model_load_failures: Counter = attrs.field(init=False)
@@ -63,8 +67,8 @@ class Metrics:
     inflight: Gauge = attrs.field(init=False)
     operations_total: Counter = attrs.field(init=False)
     health_observations_dropped: Counter = attrs.field(init=False)
-    batch_rows: Histogram = attrs.field(init=False)
-    http_duration_s: Histogram = attrs.field(init=False)
+    batch_rows: LoopHistogram = attrs.field(init=False)
+    http_duration_s: LoopHistogram = attrs.field(init=False)
     fallbacks: Counter = attrs.field(init=False)
     ready: Gauge = attrs.field(init=False)
     rule_info: Gauge = attrs.field(init=False)
@@ -77,7 +81,7 @@ class Metrics:
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
         PlatformCollector(registry=r)  # python_info
         GCCollector(registry=r)  # python_gc_collections_total and friends
-        self.select_latency_us = Histogram(
+        self.select_latency_us = LoopHistogram(
             "model_router_latency_microseconds",
             "Time spent in select_model per request, microseconds",
             buckets=SELECT_BUCKETS_US,
@@ -92,7 +96,7 @@ class Metrics:
         self.reloads_total = Counter(
             "model_router_reloads_total", "Config reload attempts", ["result"], registry=r
         )
-        self.rule_matches = Counter(
+        self.rule_matches = LoopCounter(
             "model_router_rule_matches_total",
             "Routed requests per matched rule (rule_index 'default' when no rule matched)",
             ["rule_index", "model"],
@@ -104,11 +108,11 @@ class Metrics:
             ["asset_class", "horizon_bucket", "model"],
             registry=r,
         )
-        self.inference_requests = Counter(
+        self.inference_requests = LoopCounter(
             "inference_requests_total", "Predictions by model and outcome", ["model_name", "status"],
             registry=r,
         )
-        self.inference_latency_s = Histogram(
+        self.inference_latency_s = LoopHistogram(
             "inference_latency_seconds",
             "Interpreter time per call (a batch counts once), seconds",
             ["model_name"],
@@ -184,7 +188,7 @@ class Metrics:
         self.operations_total = Counter(
             "model_router_switch_operations_total", "Switch operations by strategy and final state",
             ["strategy", "state"], registry=r)
-        self.batch_rows = Histogram(
+        self.batch_rows = LoopHistogram(
             "model_router_dynamic_batch_rows", "Rows per interpreter call formed by the dynamic batcher",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.health_observations_dropped = Counter(
@@ -193,7 +197,7 @@ class Metrics:
 
     def _service_metrics(self) -> None:
         r = self.registry
-        self.http_duration_s = Histogram(
+        self.http_duration_s = LoopHistogram(
             "model_router_http_request_duration_seconds",
             "End-to-end HTTP request duration by route template (not raw path), method and status, seconds",
             ["route", "method", "status"], buckets=HTTP_BUCKETS_S, registry=r)

@@ -12,7 +12,8 @@ model version earns the fast path:
   cheapest: a first call that allocates, or a busy core, says nothing of the model),
   later calls run inline, exactly as before (one set lookup decides it);
 * **threaded**: a version whose probation calls all cost more than ``SLOW_CALL_S``, whose
-  inline call ever stalled the loop for ``STALL_S``, that missed a deadline, or whose
+  inline calls stalled the loop for ``STALL_S`` ``STALL_STRIKES`` times in a row (one stall
+  alone may be the host descheduling the process), that missed a deadline, or whose
   model object sets ``may_block = True``, runs every later call in a worker thread
   under the request's remaining deadline.
 
@@ -28,9 +29,9 @@ sends the traffic down the fallback chain. Because each version has its own limi
 hung threads never take the tokens the rest of the service uses for its file I/O.
 
 The limit, said plainly: a version that passed probation and *later* starts to hang
-blocks the loop during that one call (inline calls cannot be interrupted); the call is
-then measured as slow and the version moves to threads, so it happens once per version
-and load, not per request. A model that is known to block sets ``may_block``.
+blocks the loop during its next ``STALL_STRIKES`` calls (inline calls cannot be
+interrupted); they are measured as stalls and the version moves to threads, so it happens
+once per version and load, not per request. A model that is known to block sets ``may_block``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ log = logging.getLogger("model_router.model_calls")
 PROBATION_CALLS = 4
 SLOW_CALL_S = 0.002
 STALL_S = 0.05
+STALL_STRIKES = 2
 
 
 @attrs.define
@@ -77,6 +79,9 @@ class ModelCalls:
     # after promotion no new threaded call starts, so once idle a version stays idle.
     fast: set[ModelKey] = attrs.field(factory=set)
     settled: set[ModelKey] = attrs.field(factory=set)
+    stall_strikes: int = STALL_STRIKES
+    # Inline versions whose last calls stalled, and how many in a row.
+    stalls: dict[ModelKey, int] = attrs.field(factory=dict)
 
     def ready(self, key: ModelKey) -> bool:
         """May this version's call run inline right now? (the hot path: one set lookup once settled)"""
@@ -119,13 +124,30 @@ class ModelCalls:
         return state
 
     def measured(self, key: ModelKey, seconds: float) -> None:
-        """An inline call's cost: one that stalled the loop moves the version to worker threads for good."""
-        if seconds > self.stall_s and key in self.fast:
+        """An inline call's wall time: ``stall_strikes`` stalls in a row move the version to worker threads for good.
+
+        One stall alone proves nothing: the time is wall time, and a process descheduled by a
+        busy host (or a noisy neighbour) for 60 ms makes a 3 µs call look like a 60 ms one;
+        demoting on it would cost every later call a thread hop. A model that really hangs
+        stalls every call, so the next call confirms it.
+        """
+        if seconds > self.stall_s:
+            if key not in self.fast:
+                return
+            strikes = self.stalls[key] = self.stalls.get(key, 0) + 1
+            if strikes < self.stall_strikes:
+                log.warning("%s@%s: an inline call took %.1f ms (a model stall or a descheduled process); "
+                            "%d more in a row move its calls to worker threads",
+                            key[0], key[1], seconds * 1000, self.stall_strikes - strikes)
+                return
+            del self.stalls[key]
             self.fast.discard(key)
             self.settled.discard(key)
             self.versions[key].threaded = True
-            log.warning("%s@%s: an inline call took %.1f ms; its calls run in worker threads from now on",
-                        key[0], key[1], seconds * 1000)
+            log.warning("%s@%s: %d inline calls in a row took over %.0f ms (last %.1f ms); its calls run in "
+                        "worker threads from now on", key[0], key[1], strikes, self.stall_s * 1000, seconds * 1000)
+        elif self.stalls:
+            self.stalls.pop(key, None)  # a normal call ends the run of stalls
 
     async def in_thread(self, key: ModelKey, model: object, call: Callable[[np.ndarray], np.ndarray],
                         rows: np.ndarray, deadline: float) -> tuple[np.ndarray, float]:

@@ -61,6 +61,7 @@ import trio
 
 from actors.core.errors import RouterError
 from actors.web.errors import error_payload
+from actors.web.plain_stream import PlainSocketStream
 
 log = logging.getLogger("model_router.data_plane")
 
@@ -589,6 +590,8 @@ class _Server:
     async def handle(self, stream: trio.abc.Stream, slots: trio.Semaphore) -> None:
         """Serve one connection to its end; the connection slot is released whatever happens."""
         try:
+            if type(stream) is trio.SocketStream:
+                stream = PlainSocketStream.adopt(stream)  # see actors/web/plain_stream.py: why
             connection = _Connection(self, stream)
             self.active.add(connection)
             try:

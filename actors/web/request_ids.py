@@ -3,7 +3,8 @@
 The id is set in ``REQUEST_ID`` (``actors/serving/request_context.py``) while the request's
 handler runs, so the JSON log formatter stamps every line the request causes with it. Both
 ports echo it in the answer, so a client, a proxy and the service's logs name one request
-the same way.
+the same way. The data port does the same inside its one endpoint wrapper
+(``actors/web/data_port.py``, ``_endpoint``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.serving.request_context import REQUEST_ID, accepted_request_id
-from actors.web.http1 import Handler, Request, Response
 
 HEADER = b"x-request-id"
 
@@ -46,19 +46,3 @@ class RequestIds:
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
-
-
-def with_request_id(handler: Handler) -> Handler:
-    """The same for one data-plane handler."""
-
-    async def handle(request: Request) -> Response:
-        request_id = accepted_request_id(request.header(HEADER))
-        token = REQUEST_ID.set(request_id)
-        try:
-            response = await handler(request)
-        finally:
-            REQUEST_ID.reset(token)
-        return Response(response.status, response.body, (*response.headers, (HEADER, request_id.encode())),
-                        response.content_type)
-
-    return handle

@@ -91,3 +91,19 @@ def test_usage_scope_by_key() -> None:
     assert isinstance(refused, Refusal) and refused.code == FORBIDDEN
     assert usage_scope(dashboard, known, None) == ["desk-a", "desk-b"]
     assert usage_scope(admin, known, "desk-b") == ["desk-b"]
+
+
+def test_prediction_key_cache_is_bounded_and_counts_stay_exact() -> None:
+    """The per-(workspace, key, model) key cache never grows past its limit; every count lands."""
+    from actors.core.usage import PREDICTION_KEYS_LIMIT
+
+    book = UsageBook(utc_day(T0))
+    models = [f"m{i}" for i in range(PREDICTION_KEYS_LIMIT + 10)]
+    for model in models:
+        book.record_prediction("desk-a", "engine", model, 2, T0)
+    book.record_prediction("desk-a", "engine", models[0], 1, T0)  # evicted earlier: rebuilt, same keys
+    assert len(book.prediction_keys) <= PREDICTION_KEYS_LIMIT
+    totals = book.totals(T0)
+    assert totals[("p", "desk-a")] == 2 * len(models) + 1
+    assert totals[("pm", "desk-a", models[0])] == 3
+    assert totals[("pk", "desk-a", "engine")] == 2 * len(models) + 1

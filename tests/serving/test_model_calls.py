@@ -44,8 +44,21 @@ async def test_a_slow_version_stays_in_threads_and_a_stall_demotes_an_inline_one
     fast.measured(KEY, 0.001)
     assert fast.inline(KEY)
     assert fast.ready(KEY)
-    fast.measured(KEY, fast.stall_s * 2)  # an inline call that held the loop
+    fast.measured(KEY, fast.stall_s * 2)  # an inline call that held the loop: one strike
+    assert fast.inline(KEY)
+    fast.measured(KEY, fast.stall_s * 2)  # a second in a row: the model really stalls
     assert not fast.inline(KEY) and not fast.ready(KEY)
+
+
+async def test_one_stall_between_normal_calls_never_demotes() -> None:
+    """A descheduled process makes one call look like a stall; normal calls in between reset the count."""
+    calls = ModelCalls(probation_calls=1)
+    await calls.in_thread(KEY, object(), quick, ROWS, trio.current_time() + 5)
+    for _ in range(5):
+        calls.measured(KEY, calls.stall_s * 3)
+        calls.measured(KEY, 0.000_01)
+    assert calls.inline(KEY) and calls.ready(KEY)
+    assert calls.stalls == {}
 
 
 async def test_may_block_models_never_run_inline() -> None:

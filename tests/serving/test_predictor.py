@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from actors.core.errors import RouterError
-from actors.serving.predictor import MAX_ID_LENGTH, MAX_NAME_LENGTH, REQUEST_KEYS, parse_request, shape_prediction
+from actors.serving.predictor import (
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
+    REQUEST_KEYS,
+    finite_values,
+    parse_request,
+    round6,
+    shape_prediction,
+)
 from actors.web.errors import http_status
 
 FEATURES = {"a": 1.0, "b": 2.0, "c": 3.0}
@@ -130,7 +138,9 @@ def test_string_fields_reject_empty_bool_and_non_strings(value: Any) -> None:
 def test_shape_prediction_picks_argmax_and_rounds() -> None:
     """The best label wins; confidence and probabilities are rounded to 6 places."""
     probabilities = np.array([0.1234567, 0.6543219, 0.2222214], dtype=np.float64)
-    shaped = shape_prediction(probabilities, ("SELL", "HOLD", "BUY"))
+    values = finite_values(probabilities)
+    assert values is not None
+    shaped = shape_prediction(values, ("SELL", "HOLD", "BUY"))
     assert shaped["signal"] == "HOLD"
     assert shaped["confidence"] == 0.654322
     assert shaped["probabilities"] == {"SELL": 0.123457, "HOLD": 0.654322, "BUY": 0.222221}
@@ -139,7 +149,9 @@ def test_shape_prediction_picks_argmax_and_rounds() -> None:
 
 def test_shape_prediction_float32_gives_plain_floats() -> None:
     """float32 inputs come back as JSON-ready Python floats."""
-    shaped = shape_prediction(np.array([0.7, 0.2, 0.1], dtype=np.float32), ("BUY", "HOLD", "SELL"))
+    values = finite_values(np.array([0.7, 0.2, 0.1], dtype=np.float32))
+    assert values is not None
+    shaped = shape_prediction(values, ("BUY", "HOLD", "SELL"))
     assert shaped["signal"] == "BUY"
     assert type(shaped["confidence"]) is float
     assert all(type(v) is float for v in shaped["probabilities"].values())
@@ -148,4 +160,18 @@ def test_shape_prediction_float32_gives_plain_floats() -> None:
 def test_shape_prediction_label_count_mismatch_raises() -> None:
     """Labels and probabilities of different lengths are a programming error, not a silent zip."""
     with pytest.raises(ValueError):
-        shape_prediction(np.array([0.5, 0.5]), ("SELL", "HOLD", "BUY"))
+        shape_prediction([0.5, 0.5], ("SELL", "HOLD", "BUY"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finite_values_refuses_any_non_finite_value(bad: float) -> None:
+    """One NaN or infinity anywhere in the row means no answer from this model."""
+    assert finite_values(np.array([0.2, bad, 0.3], dtype=np.float32)) is None
+    assert finite_values(np.array([0.2, 0.5, 0.3], dtype=np.float32)) == pytest.approx([0.2, 0.5, 0.3])
+
+
+def test_round6_matches_numpy_round_used_by_batches() -> None:
+    """Single answers and batch answers round the same way (the batch path uses ``np.round``)."""
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.random(2000), -rng.random(200), [0.0, 1.0, 0.5e-6, 2.5e-6, 0.9999995]])
+    assert [round6(v) for v in values.tolist()] == np.round(values, 6).tolist()

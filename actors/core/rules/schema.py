@@ -123,9 +123,12 @@ class RouterConfig:
         }
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Selection:
-    """The routing decision; instances are shared, never mutate or rebuild them per request."""
+    """The routing decision; instances are shared, never mutate or rebuild them per request.
+
+    The hash is cached: per-request counters are keyed by the selection.
+    """
 
     model: str
     rule_index: int | None
