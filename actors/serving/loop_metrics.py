@@ -72,6 +72,8 @@ class _Family(Collector):
         """A fresh child of this kind."""
 
     def _child(self, values: tuple[object, ...], named: dict[str, object]) -> CounterChild | HistogramChild:
+        if not self.labelnames:
+            raise ValueError(f"{self.name} has no labels: call inc/observe on it directly")
         if named:
             if values or set(named) != set(self.labelnames):
                 raise ValueError(f"{self.name}: labels must be exactly {self.labelnames}")
@@ -110,7 +112,11 @@ class LoopCounter(_Family):
         return child
 
     def inc(self, amount: float = 1.0) -> None:
-        self.labels().inc(amount)
+        """Count on an unlabelled counter."""
+        child = self._children.get(())
+        if not isinstance(child, CounterChild):
+            raise ValueError(f"{self.name} has labels: count on labels(...)")
+        child.inc(amount)
 
     def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -144,7 +150,11 @@ class LoopHistogram(_Family):
         return child
 
     def observe(self, value: float) -> None:
-        self.labels().observe(value)
+        """Observe on an unlabelled histogram."""
+        child = self._children.get(())
+        if not isinstance(child, HistogramChild):
+            raise ValueError(f"{self.name} has labels: observe on labels(...)")
+        child.observe(value)
 
     def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)

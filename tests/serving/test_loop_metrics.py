@@ -68,5 +68,7 @@ def test_misuse_is_refused() -> None:
         counter.labels("x").inc(-1)
     with pytest.raises(ValueError):
         LoopHistogram("h", "doc", buckets=(2, 1), registry=registry)
+    with pytest.raises(ValueError):  # an unlabelled metric has no label sets, as in prometheus-client
+        LoopHistogram("h", "doc", buckets=(1, 2), registry=registry).labels()
     with pytest.raises(ValueError):  # the registry refuses a second metric of the same name
         LoopCounter("c_total", "doc", ["a"], registry=registry)
