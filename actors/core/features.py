@@ -65,8 +65,7 @@ _NUMBER_TYPES = frozenset({int, float})
 def _quick_values(features: Any, names: Sequence[str], window: int) -> list[float] | None:
     """The flat input values when everything is well-formed, else None (the caller explains why).
 
-    One chained comparison per value accepts exactly the finite numbers within float32
-    range: it is false for NaN and for infinities too.
+    Accepts exactly the ints and floats that are finite and within float32 range.
     """
     if type(features) is not dict or len(features) != len(names):
         return None
@@ -82,16 +81,16 @@ def _quick_values(features: Any, names: Sequence[str], window: int) -> list[floa
                 values.extend(series)
     except KeyError:
         return None
-    number_types = _NUMBER_TYPES
-    low, high = -FLOAT32_MAX, FLOAT32_MAX
-    for value in values:
-        if type(value) not in number_types:
+    # Checked by C loops, not a Python one (this runs for every prediction and batch item):
+    # only int and float (bool and numeric strings are refused), a finite exact sum (any NaN
+    # or infinity makes it non-finite; an int beyond float range raises), then the range.
+    if not set(map(type, values)) <= _NUMBER_TYPES:
+        return None
+    try:
+        if not math.isfinite(math.fsum(values)) or min(values) < -FLOAT32_MAX or max(values) > FLOAT32_MAX:
             return None
-        try:
-            if not low <= value <= high:
-                return None
-        except OverflowError:  # an int too large to compare with a float
-            return None
+    except (OverflowError, ValueError):  # fsum: an int too large for a float; min/max: no values
+        return None
     return values
 
 

@@ -718,16 +718,17 @@ class Predictor:
             model_body = {"name": model.name, "version": model.version}
             config_hash = self.router.config.config_hash
             latency_ms = elapsed_ms(started)
-            for position, index in enumerate(group.indexes):
-                if not finite[position]:
+            position = -1
+            for index, request, selection, fallback, ok, row, top in zip(
+                    group.indexes, group.requests, group.selections, group.fallbacks, finite, rounded, best,
+                    strict=True):
+                position += 1
+                if not ok:
                     retry.append(position)
                     continue
-                request = group.requests[position]
-                row = rounded[position]
-                label = labels[best[position]]
-                selection = group.selections[position]
+                label = labels[top]
                 answer: dict[str, Any] = {
-                    "prediction": {"signal": label, "confidence": row[best[position]],
+                    "prediction": {"signal": label, "confidence": row[top],
                                    "probabilities": dict(zip(labels, row, strict=True))},
                     "model": model_body,
                     "rule_index": selection.rule_index if selection is not None else None,
@@ -738,8 +739,8 @@ class Predictor:
                 if request.symbol is not None:
                     answer["symbol"] = request.symbol
                     self.note_symbol(request, model)
-                if group.fallbacks[position] is not None:
-                    answer["fallback_from"] = group.fallbacks[position]
+                if fallback is not None:
+                    answer["fallback_from"] = fallback
                 results[index] = answer
                 answered.append((request.correlation_id, label))
         else:
