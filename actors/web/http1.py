@@ -254,6 +254,8 @@ class _Connection:
         self.limits = server.limits
         self.max_head = server.limits.max_header_bytes
         self.stream = stream
+        # Non-waiting reads, where the transport offers them (plain TCP; not TLS).
+        self.read_now: Callable[[int], bytes | None] | None = getattr(stream, "receive_nowait", None)
         self.parser = httptools.HttpRequestParser(self)
         self.client = _peer(stream)
         self.timer = trio.CancelScope()
@@ -421,16 +423,34 @@ class _Connection:
                     limits.keep_alive_timeout_s if self.served else limits.header_timeout_s)
             try:
                 data = await stream.receive_some(receive_size)
+                if not data:
+                    return
+                self.feed(data)
+                if self.read_now is not None and not self._read_rest_of_body(self.read_now, receive_size):
+                    return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             finally:
                 self.idle = False
-            if not data:
-                return
-            self.feed(data)
             pending = self.ready or self.fatal is not None or (self.expect_continue and not self.continue_sent)
             if pending and not await self.answer():
                 return
+
+    def _read_rest_of_body(self, read_now: Callable[[int], bytes | None], size: int) -> bool:
+        """Feed what is already buffered of a body in progress; False if the client closed meanwhile.
+
+        A body sent in several segments is usually all buffered by the time its first segment
+        is parsed; reading it now saves a trip through the scheduler per segment (during which
+        every other connection's request runs). Bounded by the body limit: past it ``fatal`` is set.
+        """
+        while self.in_message and self.head_done and self.fatal is None:
+            data = read_now(size)
+            if data is None:
+                break
+            if not data:
+                return False
+            self.feed(data)
+        return True
 
     async def answer(self) -> bool:
         """Answer every fully read request in order, then a fatal error or ``100 Continue``; False = close."""
