@@ -42,6 +42,7 @@ from actors.config_watcher import ConfigWatcher
 from actors.control_bus import ControlBus
 from actors.core.access import AccessConfigError, AccessPolicy
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
+from actors.core.feedback_index import FeedbackIndex
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
 from actors.lifecycle import LOG_FORMATS, ActorGroup, configure_logging, stop_on_signals, supervise_workers
@@ -168,7 +169,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
 
     breakers, alerts = switching_limits(config.switching)
     health = HealthMonitor(health_send, metrics, BreakerBoard(breakers, metrics, breaker_changed,
-                                                              clock=trio.current_time), alerts=alerts)
+                                                              clock=trio.current_time), alerts=alerts,
+                           feedback_index=FeedbackIndex(config.switching.feedback_index_size))
     preload = preload_list(options, config)
     unknown = sorted(set(options.preload) - set(list_repository(repository)))
     if unknown:
