@@ -257,7 +257,7 @@ async def test_feedback_index_is_bounded_counted_and_resized_by_a_reload() -> No
             monitor.observe(_obs(f"c{i}"))
         await trio.testing.wait_all_tasks_blocked()
         held = len(monitor.feedback_index)
-        assert 60 <= held <= 64
+        assert 56 <= held <= 64  # between 7/8 of the bound and all of it
         assert monitor.metrics.registry.get_sample_value("model_router_feedback_index_entries") == held
         with pytest.raises(NotFound):
             await monitor.feedback("c0", "BUY")

@@ -46,7 +46,7 @@ class SwitchingSettings:
     """Health limits the switching machinery applies (circuit breakers and alert thresholds).
 
     ``feedback_index_size`` bounds the recent predictions ``POST /feedback`` can refer to
-    (~120 bytes each when full; 0 keeps none).
+    (~115 bytes each; 0 keeps none).
     """
 
     breaker_failures: int = 5
