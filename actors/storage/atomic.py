@@ -25,6 +25,9 @@ from pathlib import Path
 
 log = logging.getLogger("model_router.storage")
 
+#: flock errors of a filesystem that has no locks: writes go on unlocked, sweeps leave such files alone.
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+
 #: The temp names :func:`atomic_write_bytes` makes, and the only names the sweep removes.
 TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
 
@@ -48,13 +51,18 @@ def _open_locked_temp(path: Path, mode: int) -> tuple[Path, int]:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            # A sweep could have locked and removed it between the create and our lock: then the
-            # name is gone and we start again under a new one.
-            if _names(tmp, fd):
-                return tmp, fd
+        except OSError as exc:
+            if exc.errno in _NO_LOCKS:
+                return tmp, fd  # no locks here: and no sweep removes a file it cannot lock
+            os.close(fd)
+            raise
         except BaseException:
             os.close(fd)
             raise
+        # A sweep could have locked and removed it between the create and our lock: then the
+        # name is gone and we start again under a new one.
+        if _names(tmp, fd):
+            return tmp, fd
         os.close(fd)
 
 
@@ -92,6 +100,10 @@ def _remove_if_unheld(candidate: Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # a live writer holds it
+        except OSError as exc:
+            if exc.errno in _NO_LOCKS:
+                return False  # cannot tell a live writer from a dead one: leave it
+            raise
         candidate.unlink(missing_ok=True)  # under our lock: a writer that locks after us retries
         return True
     finally:

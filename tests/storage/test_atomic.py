@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -111,3 +112,18 @@ def test_sweep_visits_each_folder_once_and_totals(tmp_path: Path) -> None:
     plant(tmp_path / "models" / "fast" / "1", f".model.tflite.{HEX}.tmp")
     assert sweep([(tmp_path / "state", 0), (tmp_path / "state" / ".." / "state", 0),
                   (tmp_path / "models", 2), (tmp_path / "nowhere", 0)]) == 2
+
+
+def test_a_filesystem_without_locks_still_takes_writes_and_its_leftovers_stay(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where flock is not supported, writing goes on unlocked, and a sweep that cannot tell a live
+    writer from a dead one removes nothing."""
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(atomic.fcntl, "flock", no_locks)
+    atomic_write_bytes(tmp_path / "state.json", b"new")
+    assert (tmp_path / "state.json").read_bytes() == b"new"
+    left = plant(tmp_path, f".state.json.{HEX}.tmp")
+    assert remove_stale_temp_files(tmp_path) == 0
+    assert left.exists()
