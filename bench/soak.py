@@ -107,6 +107,13 @@ class Soak:
         self.reloads = 0
         self.rss_samples: list[int] = []
         self.warmup_note = ""
+        self.subscriber_scopes: list[trio.CancelScope] = []
+
+    def end_at(self, deadline: float) -> None:
+        """Set the deadline (it moves once warm-up ends); subscribers stop ``--settle`` s after it."""
+        self.deadline = deadline
+        for scope in self.subscriber_scopes:
+            scope.deadline = deadline + self.args.settle
 
     async def sample_rss(self, pid: int) -> None:
         """RSS every 10 s after warm-up: tells a plateau (allocator warm-up) from steady growth (a leak)."""
@@ -148,8 +155,9 @@ class Soak:
             first = json.loads(await ws.get_message())
             assert first["type"] == "subscribed", first
             ready.set()
-            while trio.current_time() < self.deadline + self.args.settle:  # the deadline moves after warm-up
-                with trio.move_on_at(self.deadline + self.args.settle):
+            with trio.CancelScope(deadline=self.deadline + self.args.settle) as scope:
+                self.subscriber_scopes.append(scope)  # end_at moves its deadline
+                while True:
                     message = json.loads(await ws.get_message())
                     if message.get("type") not in ("subscribed", "error"):
                         self.events[index] += 1
@@ -246,7 +254,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> int:
             print(f"registered {MODEL} v2: {registered.status_code}", flush=True)
             run = Soak(args, main, data, f"ws://127.0.0.1:{port}", admin_key)
             # Moved to "now + minutes" once warm-up ends (its length depends on the load).
-            run.deadline = trio.current_time() + args.warmup + args.warmup_max + args.minutes * 60
+            run.end_at(trio.current_time() + args.warmup + args.warmup_max + args.minutes * 60)
             batch = {"requests": [ROUTED] * 32}
             async with trio.open_nursery() as nursery:
                 for index in range(args.subscribers):
@@ -263,7 +271,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> int:
                 rss_at_warmup_s = rss_kib(process.pid)
                 full, bound = await wait_bounds_full(client, run.headers, args.warmup_max)
                 warmup_s = trio.current_time() - load_started
-                run.deadline = trio.current_time() + args.minutes * 60
+                run.end_at(trio.current_time() + args.minutes * 60)
                 switches_before = await switch_total(client)
                 events_before = list(run.events)
                 rss_start, fds_start = rss_kib(process.pid), open_fds(process.pid)
