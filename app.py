@@ -42,6 +42,7 @@ from actors.config_watcher import ConfigWatcher
 from actors.control_bus import ControlBus
 from actors.core.access import AccessConfigError, AccessPolicy
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
+from actors.core.feedback_index import FeedbackIndex
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
 from actors.lifecycle import LOG_FORMATS, ActorGroup, configure_logging, stop_on_signals, supervise_workers
@@ -55,6 +56,7 @@ from actors.serving.predictor import Predictor
 from actors.serving.remote_model import RemoteCaller
 from actors.storage.access_file import keys_main, read_configured_policy
 from actors.storage.admin_key import read_admin_key
+from actors.storage.atomic import sweep as sweep_temp_files
 from actors.storage.config_files import read_config_text, resolve_repository
 from actors.storage.model_repo import list_repository
 from actors.switch_feed import SwitchFeed, Trigger
@@ -141,9 +143,19 @@ def state_path(options: Options) -> Path:
     return options.config.parent.parent / "state" / f"{options.config.stem}.state.json"
 
 
+def atomic_folders(options: Options, config: RouterConfig, repository: Path) -> list[tuple[Path, int]]:
+    """(folder, depth) of every folder written through actors/storage/atomic.py (swept at start)."""
+    access_file, _ = config.access.resolve(options.config)
+    folders = [(state_path(options).parent, 0), (options.config.parent, 0), (repository, 2)]
+    return folders + ([(access_file.parent, 0)] if access_file is not None else [])
+
+
 async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
                 ) -> None:
     config, text, repository, policy = load_initial_config(options)
+    swept = await trio.to_thread.run_sync(sweep_temp_files, atomic_folders(options, config, repository))
+    if swept:
+        log.warning("removed %d temp file(s) left by interrupted writes (kill -9 mid-write)", swept)
     metrics = Metrics()
     state = RouterState.from_config(config)
     metrics.describe_rules(config)
@@ -168,7 +180,8 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
 
     breakers, alerts = switching_limits(config.switching)
     health = HealthMonitor(health_send, metrics, BreakerBoard(breakers, metrics, breaker_changed,
-                                                              clock=trio.current_time), alerts=alerts)
+                                                              clock=trio.current_time), alerts=alerts,
+                           feedback_index=FeedbackIndex(config.switching.feedback_index_size))
     preload = preload_list(options, config)
     unknown = sorted(set(options.preload) - set(list_repository(repository)))
     if unknown:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ import trio
 from actors import mailbox
 from actors.core.breaker import STATE_CODES, Breaker, BreakerSettings, allow, on_failure, on_success, release_probe
 from actors.core.errors import InvalidInput, not_found
+from actors.core.feedback_index import FeedbackIndex
 from actors.core.health_stats import (
     AlertThresholds,
     HealthSnapshot,
@@ -45,8 +45,6 @@ from actors.mailbox import Envelope, ask
 from actors.serving.metrics import Metrics
 
 log = logging.getLogger("model_router.health")
-
-FEEDBACK_INDEX_LIMIT = 100_000
 
 
 @attrs.frozen
@@ -77,10 +75,11 @@ class Feedback:
 
 @attrs.frozen
 class LimitsChanged:
-    """New breaker and alert limits from a rules reload; the actor puts them in force itself."""
+    """New breaker and alert limits (and feedback index size) from a rules reload; the actor applies them."""
 
     breakers: BreakerSettings
     alerts: AlertThresholds
+    feedback_index_size: int | None = None
 
 
 HealthMessage = Observation | Envelope[Feedback] | LimitsChanged
@@ -182,8 +181,11 @@ class HealthMonitor:
     alerts: AlertThresholds = attrs.field(factory=AlertThresholds)
     windows: dict[ModelKey, SlidingWindow] = attrs.field(factory=dict)
     arms: dict[tuple[str, str], ArmStats] = attrs.field(factory=dict)
-    feedback_index: OrderedDict[str, tuple[str, str, str, tuple[str, ...], str | None]] = attrs.field(
-        factory=OrderedDict)
+    #: Predictions feedback may still refer to (``switching.feedback_index_size``); actor side only.
+    feedback_index: FeedbackIndex = attrs.field(factory=FeedbackIndex)
+
+    def __attrs_post_init__(self) -> None:
+        self.metrics.feedback_index_entries.set_function(lambda: float(len(self.feedback_index)))
 
     def observe(self, observation: Observation) -> None:
         try:
@@ -197,12 +199,14 @@ class HealthMonitor:
 
     def rules_applied(self, config: RouterConfig, started_at: float) -> None:
         """A router listener: the reloaded rules' ``switching:`` limits go in force."""
-        self.limits_changed(*switching_limits(config.switching))
+        self.limits_changed(*switching_limits(config.switching),
+                            feedback_index_size=config.switching.feedback_index_size)
 
-    def limits_changed(self, breakers: BreakerSettings, alerts: AlertThresholds) -> None:
+    def limits_changed(self, breakers: BreakerSettings, alerts: AlertThresholds, *,
+                       feedback_index_size: int | None = None) -> None:
         """From a rules reload (non-blocking): the actor applies the new limits in order with observations."""
         try:
-            self.inbox.send_nowait(LimitsChanged(breakers, alerts))
+            self.inbox.send_nowait(LimitsChanged(breakers, alerts, feedback_index_size))
         except trio.WouldBlock:
             log.error("health monitor queue full: new switching limits not delivered")
 
@@ -252,20 +256,15 @@ class HealthMonitor:
             arm.errors += 0 if observation.ok else observation.count
             arm.latency_ms = arm.latency_ms.add(observation.latency_s * 1000)
         if observation.ok and observation.predicted:
-            index = self.feedback_index
-            for correlation_id, label in observation.predicted:
-                index[correlation_id] = (observation.name, observation.version, label,
-                                         observation.labels, observation.operation_id)
-                index.move_to_end(correlation_id)
-            while len(index) > FEEDBACK_INDEX_LIMIT:
-                index.popitem(last=False)
+            self.feedback_index.add(observation.name, observation.version, observation.labels,
+                                    observation.operation_id, observation.predicted)
 
     async def take_feedback(self, command: Feedback) -> dict[str, Any]:
         entry = self.feedback_index.get(command.correlation_id)
         if entry is None:
             raise not_found("unknown_correlation_id", "no recent prediction has this correlation_id",
                             correlation_id=command.correlation_id)
-        name, version, label, labels, operation_id = entry
+        name, version, label, labels, operation_id = attrs.astuple(entry, recurse=False)
         if command.outcome not in labels:
             raise InvalidInput("invalid_outcome", "outcome must be one of the model's labels",
                                {"labels": list(labels)})
@@ -275,7 +274,7 @@ class HealthMonitor:
             arm = self.arms.setdefault((operation_id, version), ArmStats())
             arm.outcomes += 1
             arm.correct += 1 if correct else 0
-        del self.feedback_index[command.correlation_id]
+        self.feedback_index.forget(command.correlation_id)
         return {"model": {"name": name, "version": version}, "predicted": label,
                 "outcome": command.outcome, "correct": correct}
 
@@ -298,5 +297,7 @@ async def run(
             elif isinstance(message, LimitsChanged):
                 monitor.breakers.settings = message.breakers
                 monitor.alerts = message.alerts
+                if message.feedback_index_size is not None:
+                    monitor.feedback_index.resize(message.feedback_index_size)
             else:
                 await mailbox.handle("health_monitor", message, monitor.take_feedback)

@@ -14,13 +14,20 @@ installed. Version 2 of ``tlob_tiny`` is copied from version 1 and registered wi
 - a switch of ``tlob_tiny`` every ``--switch-every`` seconds, alternating immediate and
   gradual, between versions 1 and 2.
 
+Warm-up ends once the load has run ``--warmup`` seconds *and* the bounded structures the
+load fills have been full: the health monitor's feedback index
+(``model_router_feedback_index_entries``) reached 7/8 of ``switching.feedback_index_size``
+and then dropped a generation (from then on it stays between 7/8 and all of its bound),
+waited for at most ``--warmup-max`` seconds. Filling a bound is not a leak; growth after
+it is what the RSS target is about. The RSS at ``--warmup`` seconds is printed too.
+
 After the load: requests by status per kind (zero 5xx expected), switch events each
 subscriber received vs the events the service emitted (``model_switch_total`` delta: zero
 lost), the server's RSS and open file descriptors after warm-up and at the end (RSS growth
 target < 5 %), p50/p99 per kind, and the command to reproduce. Every loop is bounded by
 the deadline; loopback only; the server is stopped with SIGTERM.
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--warmup 20] [--subscribers 2]
+    .venv/bin/python bench/soak.py [--minutes 10] [--warmup 20] [--warmup-max 300] [--subscribers 2]
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ MODEL = "tlob_tiny"
 FEATURES = {"order_imbalance": 0.3, "spread_bps": 1.2, "trade_flow": 0.5, "return_1s": 0.001, "volume_z": 0.1}
 ROUTED = {"asset_class": "crypto", "horizon_ms": 30_000, "symbol": "BTC/USDT", "features": FEATURES}
 TIMEOUT_S = 10.0
+#: Warm-up waits until the feedback index holds this share of its bound (what it keeps once full).
+FULL_SHARE = 7 / 8
 
 
 def rss_kib(pid: int) -> int:
@@ -97,6 +106,14 @@ class Soak:
         self.switches: list[str] = []
         self.reloads = 0
         self.rss_samples: list[int] = []
+        self.warmup_note = ""
+        self.subscriber_scopes: list[trio.CancelScope] = []
+
+    def end_at(self, deadline: float) -> None:
+        """Set the deadline (it moves once warm-up ends); subscribers stop ``--settle`` s after it."""
+        self.deadline = deadline
+        for scope in self.subscriber_scopes:
+            scope.deadline = deadline + self.args.settle
 
     async def sample_rss(self, pid: int) -> None:
         """RSS every 10 s after warm-up: tells a plateau (allocator warm-up) from steady growth (a leak)."""
@@ -138,7 +155,8 @@ class Soak:
             first = json.loads(await ws.get_message())
             assert first["type"] == "subscribed", first
             ready.set()
-            with trio.move_on_at(self.deadline + self.args.settle):
+            with trio.CancelScope(deadline=self.deadline + self.args.settle) as scope:
+                self.subscriber_scopes.append(scope)  # end_at moves its deadline
                 while True:
                     message = json.loads(await ws.get_message())
                     if message.get("type") not in ("subscribed", "error"):
@@ -172,10 +190,36 @@ class Soak:
                 target = "1" if target == "2" else "2"
 
 
-async def switch_total(client: httpx.AsyncClient) -> float:
+async def metric_sum(client: httpx.AsyncClient, prefix: str) -> float:
+    """The sum of a metric's samples (``prefix``: the name, with ``{`` for a labelled one)."""
     text = (await client.get("/metrics")).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("model_switch_total{"))
+               if line.startswith(prefix))
+
+
+async def switch_total(client: httpx.AsyncClient) -> float:
+    return await metric_sum(client, "model_switch_total{")
+
+
+async def wait_bounds_full(client: httpx.AsyncClient, headers: dict[str, str], max_s: float) -> tuple[bool, int]:
+    """Until the feedback index has been full (at most ``max_s``): (whether it was, its bound).
+
+    Full means it reached FULL_SHARE of ``switching.feedback_index_size`` and then shrank: it
+    dropped its oldest generation, so it has held its whole bound once and stays between
+    FULL_SHARE and all of it from then on.
+    """
+    bound = int((await client.get("/rules", headers=headers)).json()["switching"]["feedback_index_size"])
+    if bound == 0:
+        return True, bound
+    previous = 0.0
+    with trio.move_on_after(max_s):
+        while True:
+            entries = await metric_sum(client, "model_router_feedback_index_entries ")
+            if previous >= bound * FULL_SHARE and entries < previous:
+                return True, bound
+            previous = entries
+            await trio.sleep(0.5)  # polling another process's metric
+    return False, bound
 
 
 async def soak(args: argparse.Namespace, folder: Path) -> int:
@@ -209,7 +253,8 @@ async def soak(args: argparse.Namespace, folder: Path) -> int:
                                            headers={"X-Admin-Key": admin_key})
             print(f"registered {MODEL} v2: {registered.status_code}", flush=True)
             run = Soak(args, main, data, f"ws://127.0.0.1:{port}", admin_key)
-            run.deadline = trio.current_time() + args.warmup + args.minutes * 60
+            # Moved to "now + minutes" once warm-up ends (its length depends on the load).
+            run.end_at(trio.current_time() + args.warmup + args.warmup_max + args.minutes * 60)
             batch = {"requests": [ROUTED] * 32}
             async with trio.open_nursery() as nursery:
                 for index in range(args.subscribers):
@@ -221,13 +266,21 @@ async def soak(args: argparse.Namespace, folder: Path) -> int:
                 nursery.start_soon(run.http_loop, "predict_data", data, "/predict", ROUTED)
                 nursery.start_soon(run.http_loop, "batch_main", main, "/predict/batch", batch)
                 nursery.start_soon(run.ws_predict)
+                load_started = trio.current_time()
                 await trio.sleep(args.warmup)
+                rss_at_warmup_s = rss_kib(process.pid)
+                full, bound = await wait_bounds_full(client, run.headers, args.warmup_max)
+                warmup_s = trio.current_time() - load_started
+                run.end_at(trio.current_time() + args.minutes * 60)
                 switches_before = await switch_total(client)
                 events_before = list(run.events)
                 rss_start, fds_start = rss_kib(process.pid), open_fds(process.pid)
                 warm = {kind: len(values) for kind, values in run.stats.latency_ms.items()}
-                print(f"warm-up done ({args.warmup:.0f} s): RSS {rss_start / 1024:.1f} MiB, {fds_start} fds; "
-                      f"load for {args.minutes} min", flush=True)
+                state = "had been full" if full else "was NOT full yet (--warmup-max reached)"
+                run.warmup_note = (f"warm-up {warmup_s:.0f} s: at least {args.warmup:.0f} s of load, and until the "
+                                   f"feedback index (bound {bound:,}) {state}; RSS after {args.warmup:.0f} s of "
+                                   f"load {rss_at_warmup_s / 1024:.1f} MiB, after warm-up {rss_start / 1024:.1f} MiB")
+                print(f"{run.warmup_note}; {fds_start} fds; load for {args.minutes} min", flush=True)
                 nursery.start_soon(run.sample_rss, process.pid)
                 nursery.start_soon(run.reloader, rules)
                 nursery.start_soon(run.switcher, client)
@@ -252,7 +305,8 @@ async def soak(args: argparse.Namespace, folder: Path) -> int:
 def report(args: argparse.Namespace, run: Soak, warm: dict[str, int], rss_start: int, rss_end: int,
            fds_start: int, fds_end: int, expected_events: float, stats_body: dict[str, Any], exit_code: int,
            with_redis: bool, folder: Path) -> int:
-    print(f"\n## soak: {args.minutes} min after {args.warmup:.0f} s warm-up, Redis {'on' if with_redis else 'off'}")
+    print(f"\n## soak: {args.minutes} min after warm-up, Redis {'on' if with_redis else 'off'}")
+    print(f"\n{run.warmup_note}")
     print("\n| kind | requests | by status | p50 ms | p99 ms |\n|---|---:|---|---:|---:|")
     five_xx = 0
     for kind in sorted(run.stats.statuses):
@@ -276,6 +330,7 @@ def report(args: argparse.Namespace, run: Soak, warm: dict[str, int], rss_start:
     if args.keep:
         print(f"- server log: {folder / 'server.log'}")
     print(f"\nreproduce: .venv/bin/python bench/soak.py --minutes {args.minutes} --warmup {args.warmup:g} "
+          f"--warmup-max {args.warmup_max:g} "
           f"--subscribers {args.subscribers} --reload-every {args.reload_every:g} --switch-every "
           f"{args.switch_every:g}{' --no-redis' if args.no_redis else ''}")
     ok = five_xx == 0 and all(n == 0 for n in lost) and growth < 5 and exit_code == 0
@@ -286,7 +341,9 @@ def report(args: argparse.Namespace, run: Soak, warm: dict[str, int], rss_start:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=20.0, help="seconds of load before the first RSS sample")
+    parser.add_argument("--warmup", type=float, default=20.0, help="least seconds of load before the first RSS sample")
+    parser.add_argument("--warmup-max", type=float, default=300.0,
+                        help="most seconds warm-up waits on top of --warmup for the feedback index to fill")
     parser.add_argument("--subscribers", type=int, default=2)
     parser.add_argument("--reload-every", type=float, default=5.0)
     parser.add_argument("--switch-every", type=float, default=60.0)

@@ -227,6 +227,26 @@ async def test_atomic_save_delete_and_recreate(config_path: Path, repo: Path) ->
         assert event["success"] and h.service.router.config.settings.default_model == "fast"
 
 
+async def test_start_removes_the_temp_files_interrupted_writes_left(
+        config_path: Path, repo: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Leftovers of atomic writes (state folder, config folder, model versions) go at start, with a count;
+    files that only look similar stay."""
+    state = tmp_path / "state" / "router.state.json"
+    state.parent.mkdir()
+    leftovers = [state.parent / ".router.state.json.00112233445566ff.tmp",
+                 config_path.parent / f".{config_path.name}.a1b2c3d4e5f60718.tmp",
+                 repo / "fast" / "1" / ".model.tflite.0f0f0f0f0f0f0f0f.tmp"]
+    others = [config_path.parent / ".notes.tmp", repo / "fast" / "1" / "model.tflite.0f0f0f0f0f0f0f0f.tmp"]
+    for path in leftovers + others:
+        path.write_bytes(b"half a write")
+    with caplog.at_level("WARNING", logger="model_router"):
+        async with running_app(config_path, state_file=state) as h:
+            assert not [p for p in leftovers if p.exists()]
+            assert all(p.exists() for p in others)
+            assert (await h.client.get("/health")).status_code == 200
+    assert "removed 3 temp file(s) left by interrupted writes" in caplog.text
+
+
 async def test_admin_endpoints_need_the_key(config_path: Path) -> None:
     async with running_app(config_path) as h:
         assert (await h.client.post("/config/reload")).status_code == 401

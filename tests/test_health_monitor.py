@@ -248,6 +248,30 @@ async def test_feedback_right_after_its_observation_is_never_404() -> None:
             assert result["predicted"] == "BUY", (i, result)
 
 
+async def test_feedback_index_is_bounded_counted_and_resized_by_a_reload() -> None:
+    """Only the newest ``switching.feedback_index_size`` predictions take feedback; the gauge counts
+    them; a reload's smaller size drops the oldest at once, in order with the observations."""
+    async with running_monitor(capacity=1024) as monitor:
+        monitor.feedback_index.resize(64)
+        for i in range(200):
+            monitor.observe(_obs(f"c{i}"))
+        await trio.testing.wait_all_tasks_blocked()
+        held = len(monitor.feedback_index)
+        assert 56 <= held <= 64  # between 7/8 of the bound and all of it
+        assert monitor.metrics.registry.get_sample_value("model_router_feedback_index_entries") == held
+        with pytest.raises(NotFound):
+            await monitor.feedback("c0", "BUY")
+        assert (await monitor.feedback("c199", "BUY"))["correct"] is True
+
+        monitor.limits_changed(BreakerSettings(), AlertThresholds(), feedback_index_size=8)
+        monitor.observe(_obs("last"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(monitor.feedback_index) <= 8
+        assert (await monitor.feedback("last", "SELL"))["correct"] is False
+        with pytest.raises(NotFound):
+            await monitor.feedback("c150", "BUY")
+
+
 async def test_ab_arms_are_kept_per_operation_and_reported_with_both_tests() -> None:
     """Observations and feedback tagged with an operation id build per-arm totals; the report has both tests."""
     async with running_monitor() as monitor:

@@ -30,6 +30,7 @@ import app
 from actors import health_monitor, model_cache
 from actors.client.errors import ModelRouterError, api_error, single_error
 from actors.core.errors import RouterError, bad_request
+from actors.core.feedback_index import FeedbackIndex
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
 from actors.mailbox import Envelope
 from actors.model_cache import ModelCache, cache_limits
@@ -116,7 +117,7 @@ async def run_engine(config: Path, *, models: Path | None = None, state_file: Pa
     health_send, health_recv = trio.open_memory_channel[Any](8192)
     breakers, alerts = switching_limits(router_config.switching)
     health = HealthMonitor(health_send, metrics, BreakerBoard(breakers, metrics, clock=trio.current_time),
-                           alerts=alerts)
+                           alerts=alerts, feedback_index=FeedbackIndex(router_config.switching.feedback_index_size))
     view = await trio.to_thread.run_sync(read_traffic_view, app.state_path(options))
     transitions.published(view)
     preload = app.preload_list(options, router_config)

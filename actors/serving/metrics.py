@@ -67,6 +67,7 @@ class Metrics:
     inflight: Gauge = attrs.field(init=False)
     operations_total: Counter = attrs.field(init=False)
     health_observations_dropped: Counter = attrs.field(init=False)
+    feedback_index_entries: Gauge = attrs.field(init=False)
     batch_rows: LoopHistogram = attrs.field(init=False)
     http_duration_s: LoopHistogram = attrs.field(init=False)
     fallbacks: Counter = attrs.field(init=False)
@@ -194,6 +195,9 @@ class Metrics:
         self.health_observations_dropped = Counter(
             "model_router_health_observations_dropped_total",
             "Request observations the health monitor could not take (queue full)", registry=r)
+        self.feedback_index_entries = Gauge(
+            "model_router_feedback_index_entries",
+            "Recent predictions POST /feedback can refer to (bounded by switching.feedback_index_size)", registry=r)
 
     def _service_metrics(self) -> None:
         r = self.registry

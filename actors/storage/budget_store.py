@@ -86,13 +86,22 @@ def budget_key(workspace: str, day: int) -> str:
 
 @attrs.define
 class LocalBudgetStore:
-    """Reservations in this process only (no Redis configured); thread-safe."""
+    """Reservations in this process only (no Redis configured); thread-safe.
+
+    Bounded like the Redis keys' TTL: once a new UTC day is reserved, counters older than
+    yesterday (a lease may still be released into yesterday) are dropped.
+    """
 
     counters: dict[tuple[str, int], int] = attrs.field(factory=dict)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    newest_day: int = -1
 
     def reserve(self, workspace: str, day: int, limit: int, want: int) -> tuple[int, int]:
         with self.lock:
+            if day > self.newest_day:
+                self.newest_day = day
+                for key in [k for k in self.counters if k[1] < day - 1]:
+                    del self.counters[key]
             reserved = self.counters.get((workspace, day), 0)
             grant = max(0, min(want, limit - reserved))
             self.counters[(workspace, day)] = reserved + grant

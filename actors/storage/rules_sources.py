@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 from pathlib import Path
 
 import attrs
 import redis
 
+from actors.storage.atomic import atomic_write_bytes
 from actors.storage.config_files import read_config_text
 
 REDIS_KEY = "model_router:rules"
@@ -79,16 +79,7 @@ class FileRules:
                 current = ""
             if expected is not None and expected != current:
                 raise StaleWrite(current)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            try:
-                with tmp.open("w", encoding="utf-8") as out:
-                    out.write(text)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            atomic_write_bytes(self.path, text.encode("utf-8"))
         return text_version(text)
 
 

@@ -12,6 +12,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from actors.web.access import AccessLayer
 from actors.web.app import create_app
+from actors.web.connection_close import CloseWhenAsked
 from actors.web.errors import MAX_BODY_BYTES
 from actors.web.hot_path import HOT_PATHS, HotPath
 from actors.web.request_ids import RequestIds
@@ -60,7 +61,7 @@ async def serve_main_port(service: Service, config: HypercornConfig, done: trio.
         # The access layer wraps the hot path and Quart alike; the metrics layer times refusals too.
         timed = RequestMetrics(AccessLayer(HotPath(quart_app, service), service.gate), service.metrics,
                                RouteTemplates(quart_app.url_map, fixed_routes=HOT_PATHS))
-        await hypercorn_serve(CloseOnUnreadBody(RequestIds(timed)), config,
+        await hypercorn_serve(CloseWhenAsked(CloseOnUnreadBody(RequestIds(timed))), config,
                               shutdown_trigger=service.stop.wait, task_status=task_status)
     finally:
         done.set()

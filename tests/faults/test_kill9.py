@@ -3,7 +3,8 @@
 The registry state is written atomically (temp file + fsync + rename), so a SIGKILL
 during a switch, an upload or a state write leaves either the previous file or the new
 one, never half of one: after the restart the file decodes, no version is lost, and a
-deregistered version is not resurrected.
+deregistered version is not resurrected. The temp file a killed write leaves behind is
+removed by the next start (and never while its writer lives).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,9 @@ import trio
 
 from actors.build.demo_models import build_random_model
 from actors.storage import registry_store
+from actors.storage.atomic import TEMP_NAME, remove_stale_temp_files
 from tests.conftest import FAST_FEATURES, fast_features, render_config
-from tests.faults.procs import ADMIN, client, service
+from tests.faults.procs import ADMIN, ROOT, client, service
 
 ROUTED = {"asset_class": "crypto", "horizon_ms": 5, "features": fast_features()}
 
@@ -30,6 +34,26 @@ def prepare(repo: Path, config: Path) -> Path:
     build_random_model(repo, "fast", "3", FAST_FEATURES, seed=22)
     config.write_text(render_config(repo))
     return config.parent / "state.json"
+
+
+def temp_files(*folders: Path) -> set[Path]:
+    """Temp files of atomic writes in ``folders`` and below."""
+    return {p for folder in folders for p in folder.rglob(".*.tmp") if TEMP_NAME.fullmatch(p.name)}
+
+
+# A real atomic write, stopped after the data is written and before fsync + rename, then killed.
+STALLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from actors.storage import atomic
+
+def stall(fd):
+    print("writing", flush=True)
+    time.sleep(120)
+
+atomic.os.fsync = stall
+atomic.atomic_write_bytes(Path(sys.argv[1]), b"x" * 65536)
+"""
 
 
 def committed(state: Path) -> registry_store.RegistryState:
@@ -104,13 +128,46 @@ async def test_kill9_during_an_upload_leaves_no_half_version(config_path: Path, 
         assert set(await versions_of(http, "fast")) == {"1", "2", "3", "7", "8"}
 
 
+async def test_kill9_mid_write_leaves_a_temp_file_the_next_start_removes(config_path: Path, repo: Path) -> None:
+    state = prepare(repo, config_path)
+    targets = [state, repo / "fast" / "2" / "model.tflite"]
+    model_before = targets[1].read_bytes()
+    writers = [subprocess.Popen([sys.executable, "-c", STALLED_WRITER, str(target)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True) for target in targets]
+    try:
+        for writer in writers:
+            assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+        left = temp_files(state.parent, repo)
+        assert len(left) == 2, left
+        assert remove_stale_temp_files(state.parent) == 0  # a live writer's file is never taken
+        for writer in writers:
+            writer.kill()  # SIGKILL mid-write
+            writer.wait(timeout=10)
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
+            if writer.stdout is not None:
+                writer.stdout.close()
+    assert temp_files(state.parent, repo) == left and not state.exists()
+    async with service(config_path, state) as proc, client(proc) as http:
+        assert temp_files(state.parent, repo) == set()
+        assert any("removed 2 temp file(s) left by interrupted writes" in line for line in proc.log.lines)
+        assert targets[1].read_bytes() == model_before  # the interrupted write never replaced it
+        assert set(await versions_of(http, "fast")) == {"1", "2", "3"}
+        assert (await http.post("/predict", json=ROUTED)).status_code == 200
+
+
 async def kill_loop(config_path: Path, repo: Path, restarts: int) -> None:
     """SIGKILL at random moments while the state file is rewritten; every restart reads a whole file."""
     state = prepare(repo, config_path)
     rng = random.Random(11)
     deregistered: set[str] = set()
+    left: set[Path] = set()  # temp files the last kill left (a kill mid-write)
     for round_ in range(restarts):
         async with service(config_path, state) as proc, client(proc) as http:
+            assert not [p for p in left if p.exists()], "a start kept a killed write's temp file"
             if state.exists():
                 assert committed(state).record("fast").deregistered >= deregistered  # nothing resurrected
             listed = await versions_of(http, "fast")
@@ -136,6 +193,7 @@ async def kill_loop(config_path: Path, repo: Path, restarts: int) -> None:
                 proc.kill9()
                 nursery.cancel_scope.cancel()
         assert not list(state.parent.glob("*.corrupt")), "a state file was found half-written"
+        left = temp_files(state.parent)
 
 
 async def test_kill9_in_a_loop_during_state_writes(config_path: Path, repo: Path) -> None:

@@ -45,6 +45,16 @@ def test_local_store_has_the_same_contract() -> None:
     assert store.reserve("w", DAY, 150, 100) == (10, 150)
 
 
+def test_local_store_forgets_days_before_yesterday() -> None:
+    """A process that runs for months keeps two days of counters, not one per day it ran."""
+    store = LocalBudgetStore()
+    for day in range(DAY, DAY + 30):
+        for workspace in ("a", "b"):
+            store.reserve(workspace, day, 100, 10)
+    assert sorted(store.counters) == [("a", DAY + 28), ("a", DAY + 29), ("b", DAY + 28), ("b", DAY + 29)]
+    assert store.release("a", DAY + 28, 5) == 5  # yesterday's lease can still come back
+
+
 def test_ledger_spends_a_lease_locally_and_asks_for_more_when_low() -> None:
     ledger = BudgetLedger(LocalBudgetStore(), min_chunk=10)
     wakes: list[int] = []

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from actors.core.feedback_index import DEFAULT_LIMIT as FEEDBACK_INDEX_DEFAULT
 from actors.core.rules.fields import _check_keys, _mapping, _ModelRefs, _opt_bool, _opt_int, _opt_number
 from actors.core.rules.problems import _describe, _path_key, _Problems
 
@@ -42,13 +43,18 @@ class ReloadSettings:
 
 @attrs.frozen
 class SwitchingSettings:
-    """Health limits the switching machinery applies (circuit breakers and alert thresholds)."""
+    """Health limits the switching machinery applies (circuit breakers and alert thresholds).
+
+    ``feedback_index_size`` bounds the recent predictions ``POST /feedback`` can refer to
+    (~115 bytes each; 0 keeps none).
+    """
 
     breaker_failures: int = 5
     breaker_open_seconds: float = 30.0
     alert_error_rate: float = 0.05
     alert_latency_p95_ms: float = 5000.0
     min_requests: int = 20
+    feedback_index_size: int = FEEDBACK_INDEX_DEFAULT
 
 
 @attrs.frozen
@@ -154,6 +160,8 @@ def _parse_switching(value: Any, probs: _Problems) -> SwitchingSettings:
         alert_error_rate=number("alert_error_rate", defaults.alert_error_rate, 0.0, 1.0),
         alert_latency_p95_ms=number("alert_latency_p95_ms", defaults.alert_latency_p95_ms, 0.001, 3_600_000),
         min_requests=_opt_int(m, "min_requests", path, probs, defaults.min_requests, lo=1, hi=1_000_000),
+        feedback_index_size=_opt_int(m, "feedback_index_size", path, probs, defaults.feedback_index_size,
+                                     lo=0, hi=1_000_000),
     )
 
 

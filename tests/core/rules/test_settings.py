@@ -40,15 +40,17 @@ def test_switching_section_defaults_values_and_errors() -> None:
     base = "model_router:\n  config: {default_model: a}\n"
     assert parse_config(base).switching == SwitchingSettings()
     custom = parse_config(base + "  switching: {breaker_failures: 2, breaker_open_seconds: 0.5, "
-                                 "alert_error_rate: 0.2, alert_latency_p95_ms: 50, min_requests: 3}\n")
-    assert custom.switching == SwitchingSettings(2, 0.5, 0.2, 50.0, 3)
+                                 "alert_error_rate: 0.2, alert_latency_p95_ms: 50, min_requests: 3, "
+                                 "feedback_index_size: 0}\n")
+    assert custom.switching == SwitchingSettings(2, 0.5, 0.2, 50.0, 3, 0)
     assert custom.to_dict()["switching"]["breaker_failures"] == 2
+    assert SwitchingSettings().feedback_index_size == 50_000
     with pytest.raises(ConfigError) as caught:
         parse_config(base + "  switching: {breaker_failures: 0, alert_error_rate: 2, alert_latency_p95_ms: -1, "
-                            "min_requests: 1.5, extra: 1}\n")
+                            "min_requests: 1.5, feedback_index_size: 2000000, extra: 1}\n")
     paths = {d["path"] for d in caught.value.details}
     assert paths == {"switching.breaker_failures", "switching.alert_error_rate", "switching.alert_latency_p95_ms",
-                     "switching.min_requests", "switching.extra"}
+                     "switching.min_requests", "switching.feedback_index_size", "switching.extra"}
 
 
 def test_access_section_is_validated_and_resolved_against_the_config_folder() -> None:
