@@ -40,7 +40,7 @@ from actors.redis_bus import disabled_outbox
 from actors.serving.metrics import Metrics
 from actors.storage import registry_store
 from actors.storage.model_repo import ModelMetadata, version_dir, write_model_version
-from actors.switch_feed import FeedFilter, SwitchFeed, Trigger
+from actors.switch_feed import FeedFilter, Subscriber, SwitchFeed, Trigger
 from actors.transition_manager import Command, InFlight, TrafficView, Transitions
 from actors.web.errors import http_status
 from tests.conftest import render_config
@@ -126,6 +126,13 @@ async def running_actors(repo: Path, state_path: Path, *, preload: tuple[str, ..
         nursery.cancel_scope.cancel()
 
 
+async def next_event(feed: SwitchFeed, subscriber: Subscriber) -> dict[str, Any]:
+    """The subscriber's next switch event (one frame per turn)."""
+    frames = await feed.next_frames(subscriber)
+    assert frames is not None
+    return frames[0].message
+
+
 def write_nonfinite_model(root: Path, name: str, version: str) -> Path:
     """Loads and warms up fine (zero input is finite) but answers inf/NaN for positive inputs."""
     w1 = np.full((len(FEATURES), 4), 3e38, dtype=np.float32)
@@ -175,12 +182,12 @@ async def test_immediate_switch_moves_the_plan_completes_announces_and_unloads_t
     """Plan goes to the target, the operation completes, a switch event names it, fast@1 is unloaded."""
     async with running_actors(repo2, state_path) as actors:
         actors.feed.recent.note(SymbolRoute("BTC", "crypto", 1000.0, "fast", "fast@1"))
-        _, events = actors.feed.subscribe(FeedFilter(model="fast"))
+        events = actors.feed.subscribe(FeedFilter(model="fast"))
         op = await actors.transitions.switch("fast", {"version": "2", "strategy": "immediate"})
         assert (op.state, op.from_version, op.to_version) == ("loading", "1", "2")
         done = await actors.wait_finished(op.id)
         with guard():
-            event = await events.receive()
+            event = await next_event(actors.feed, events)
         assert NEW in actors.cache.view.models
         plan = actors.transitions.plan("fast")
         record = actors.transitions.view.state.record("fast")
@@ -429,14 +436,14 @@ async def test_a_rollback_carries_its_cause_in_the_operation_history_event_and_m
         op = await actors.transitions.switch("fast", {"version": "2"})
         await actors.wait_finished(op.id)
         assert actors.op(op.id).cause == "switch"
-        _, events = actors.feed.subscribe(FeedFilter(model="fast"))
+        events = actors.feed.subscribe(FeedFilter(model="fast"))
         back = await actors.transitions.rollback("fast", None)
         done = await actors.wait_finished(back.id)
         assert (done.state, done.cause, done.to_dict()["cause"]) == ("completed", "rollback", "rollback")
         history = actors.transitions.view.state.record("fast").history
         assert [h["reason"] for h in history] == ["completed", "rollback"]
         with trio.fail_after(5):
-            event = await events.receive()
+            event = await next_event(actors.feed, events)
         assert event["reason"] == "rollback"
         assert actors.metrics.registry.get_sample_value("model_switch_total", {"reason": "rollback"}) == 1
         assert actors.metrics.registry.get_sample_value("model_switch_total", {"reason": "switch_complete"}) == 1
@@ -450,13 +457,13 @@ async def test_a_move_after_a_model_reload_is_announced_as_model_reload(repo2: P
         await actors.wait_finished(op.id)
         actors.feed.recent.note(SymbolRoute("BTC", "crypto", 1000.0, "fast", "fast@2"))
         build_random_model(repo2, "fast", "3", FEATURES, seed=12)
-        _, events = actors.feed.subscribe(FeedFilter(model="fast"))
+        events = actors.feed.subscribe(FeedFilter(model="fast"))
         result = await actors.transitions.execute(ReloadModel("fast"))
         assert result["version"] == "3"
         follow = await actors.wait_finished(result["operation_id"])
         assert (follow.cause, follow.to_version) == ("model_reload", "3")
         with trio.fail_after(5):
-            event = await events.receive()
+            event = await next_event(actors.feed, events)
         assert event["reason"] == "model_reload"
         assert actors.transitions.view.state.record("fast").history[-1]["reason"] == "model_reload"
 

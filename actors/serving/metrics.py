@@ -62,6 +62,7 @@ class Metrics:
     switch_triggers_dropped: Counter = attrs.field(init=False)
     switch_subscribers: Gauge = attrs.field(init=False)
     switch_subscribers_dropped: Counter = attrs.field(init=False)
+    switch_feed_backlog: Gauge = attrs.field(init=False)
     traffic_share: Gauge = attrs.field(init=False)
     breaker_state: Gauge = attrs.field(init=False)
     inflight: Gauge = attrs.field(init=False)
@@ -177,6 +178,9 @@ class Metrics:
         self.switch_subscribers_dropped = Counter(
             "model_router_switch_subscribers_dropped_total", "Switch-feed subscribers dropped for being slow",
             registry=r)
+        self.switch_feed_backlog = Gauge(
+            "model_router_switch_feed_backlog",
+            "Switch events the feed keeps for subscribers that have not taken them yet", registry=r)
         self.traffic_share = Gauge(
             "model_router_traffic_share", "Share of a model's traffic each version gets (0..1)",
             ["model", "version"], registry=r)

@@ -15,7 +15,7 @@ from actors.web.errors import MAX_BODY_BYTES, HttpProtocolError, internal_error,
 from actors.web.quart_io import error_response
 from actors.web.routes import access, api, cluster, health, models, oip, rules, rules_api, switches
 from actors.web.service import SERVICE_NAME, Service
-from actors.web.websockets import stream_predictions, stream_switches
+from actors.web.websockets import stream_predictions
 
 
 def _current_path() -> str:
@@ -54,10 +54,6 @@ def create_app(service: Service) -> QuartTrio:
 
     for routes in (models, switches, rules, rules_api, cluster, health, oip, access, api):
         routes.register(app, service)
-
-    @app.websocket("/ws/switches")
-    async def ws_switches() -> None:
-        await stream_switches(service)
 
     @app.websocket("/ws/predict")
     async def ws_predict() -> None:

@@ -1,9 +1,11 @@
-"""The lean ASGI route for ``POST /predict`` and ``POST /predict/batch`` on the main port.
+"""The lean ASGI routes of the main port: ``POST /predict``, ``POST /predict/batch`` and ``/ws/switches``.
 
 Quart's request and context machinery costs several times what a prediction does, and
 these two endpoints need none of it: this reads the body (bounded), runs the predictor
 and writes the JSON answer straight through ASGI; everything else goes to Quart. Errors
-keep the service's one shape and statuses (``actors/web/errors.py``).
+keep the service's one shape and statuses (``actors/web/errors.py``). The switch feed's
+WebSocket is here for the same reason, per message rather than per request
+(``actors/web/websockets.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from actors.web.access import scope_key
 from actors.web.bodies import parse_json, read_asgi_body
 from actors.web.errors import MethodNotAllowed, correlation_of, error_payload, internal_error, log_error
 from actors.web.service import Service
+from actors.web.websockets import FEED_PATH, stream_switches
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 HOT_PATHS = frozenset({"/predict", "/predict/batch"})
@@ -38,6 +41,8 @@ class HotPath:
         path = scope.get("path")
         if scope["type"] == "http" and path in HOT_PATHS:
             await self.predict(path, scope["method"], receive, send, scope)
+        elif scope["type"] == "websocket" and path == FEED_PATH:
+            await stream_switches(self.service, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

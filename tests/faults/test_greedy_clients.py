@@ -2,9 +2,10 @@
 
 Connections that send their headers a byte at a time (slowloris), idle WebSocket
 subscribers on /ws/switches, and a subscriber that never reads (a tiny receive buffer)
-hold the main port while switch events are broadcast. A well-behaved client's p99 stays
-within a generous bound of the quiet figure measured in the same test (timing goals
-belong to bench/), and the server's RSS stays bounded.
+hold the main port while switch events are broadcast. A well-behaved client's p99, with
+the greedy clients idle and while switch events fan out to every subscriber, stays within
+a generous bound of the quiet figure measured in the same test (timing goals belong to
+bench/), and the server's RSS stays bounded.
 """
 
 from __future__ import annotations
@@ -54,13 +55,13 @@ async def p99(http: httpx.AsyncClient, count: int = 200) -> float:
     return samples[int(len(samples) * 0.99) - 1]
 
 
-async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, subscribers: int,
-                     fanout_bound_s: float) -> None:
-    """``fanout_bound_s``: the p99 allowed while switch events fan out to every subscriber.
+async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, subscribers: int) -> None:
+    """Quiet p99, then with the greedy clients connected, then while switches fan out to every subscriber.
 
-    Each event is one WebSocket send per subscriber (2 switches x 16 symbols x 1,000
-    subscribers = 32,000 sends), and predictions share the loop with them: the bound is
-    loose on purpose, and docs/runbook.md gives the measured figure.
+    Each switch sends one event per recently active symbol (16 here) to every subscriber:
+    the feed paces that burst (a couple of socket writes per pass of the event loop), so
+    predictions keep the same generous bound as with idle subscribers. docs/runbook.md and
+    bench/RESULTS.md (``bench/fanout.py``) give the measured figures.
     """
     raise_fd_limit(slow_connections + subscribers + 512)
     build_random_model(repo, "fast", "2", FAST_FEATURES, seed=21)
@@ -82,10 +83,8 @@ async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, su
             assert detailed["switch_subscribers"] >= subscribers
             # The better of two runs: the machine is shared, and one stray stall is not the server's.
             loaded = min(await p99(http, 150), await p99(http, 150))
-            # Switch events fan out to every subscriber (and queue up for the never-reading one):
-            # predictions go on through the burst (its p99 is reported, bounded only loosely).
-            await switch_back_and_forth(http, 2)
-            fanout = await p99(http, 100)
+            fanout = min(await p99_during_switches(http), await p99_during_switches(http))
+            switched = await metric(http, "model_switch_total")
             rss_after = rss_mb(proc.pid)
             async with httpx.AsyncClient(base_url=proc.url, timeout=10) as fresh:  # new connections too
                 assert (await fresh.post("/predict", json=ROUTED)).status_code == 200
@@ -93,11 +92,25 @@ async def greedy_run(config_path: Path, repo: Path, *, slow_connections: int, su
             if greedy.stdin is not None:
                 greedy.stdin.close()
             await trio.to_thread.run_sync(greedy.wait, 20)
-        assert loaded < max(5 * quiet, 0.2), f"p99 quiet {quiet * 1e3:.2f} ms, loaded {loaded * 1e3:.2f} ms"
-        assert fanout < fanout_bound_s, f"p99 during the switch-event fan-out {fanout * 1e3:.0f} ms"
+        bound = max(5 * quiet, 0.2)
+        assert switched >= 4 * len(SYMBOLS)  # every switch moved every symbol: the bursts did go out
+        assert loaded < bound, f"p99 quiet {quiet * 1e3:.2f} ms, loaded {loaded * 1e3:.2f} ms"
+        assert fanout < bound, f"p99 quiet {quiet * 1e3:.2f} ms, during the fan-out {fanout * 1e3:.2f} ms"
         assert rss_after - rss_before < 300, f"RSS grew {rss_after - rss_before:.0f} MB"
         print(f"p99 quiet {quiet * 1e3:.2f} ms, loaded {loaded * 1e3:.2f} ms, fan-out {fanout * 1e3:.2f} ms; "
               f"RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+
+
+async def p99_during_switches(http: httpx.AsyncClient) -> float:
+    """Predictions measured while two switches go out (each a burst to every subscriber)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(switch_back_and_forth, http, 2)
+        return await p99(http, 100)
+
+
+async def metric(http: httpx.AsyncClient, name: str) -> float:
+    text = (await http.get("/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
 async def switch_back_and_forth(http: httpx.AsyncClient, count: int) -> None:
@@ -112,9 +125,9 @@ async def switch_back_and_forth(http: httpx.AsyncClient, count: int) -> None:
 
 
 async def test_slow_and_greedy_clients(config_path: Path, repo: Path) -> None:
-    await greedy_run(config_path, repo, slow_connections=200, subscribers=200, fanout_bound_s=2.0)
+    await greedy_run(config_path, repo, slow_connections=200, subscribers=200)
 
 
 @pytest.mark.slow
 async def test_slow_and_greedy_clients_full_size(config_path: Path, repo: Path) -> None:
-    await greedy_run(config_path, repo, slow_connections=500, subscribers=1000, fanout_bound_s=10.0)
+    await greedy_run(config_path, repo, slow_connections=500, subscribers=1000)

@@ -9,6 +9,7 @@ from actors.core.access import ROUTE_ROLES
 from actors.web.app import create_app
 from actors.web.hot_path import HOT_PATHS
 from actors.web.openapi import ROUTES, markdown, openapi
+from actors.web.websockets import FEED_PATH
 from tests.conftest import running_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def served_routes(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
     """(method, template) of every rule in the Quart url_map, the hot paths and the WebSockets."""
-    served = {("POST", path) for path in HOT_PATHS}
+    served = {("POST", path) for path in HOT_PATHS} | {("GET", FEED_PATH)}  # the lean routes
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
