@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from actors.web.app import create_app
 from actors.web.data_port import routes as data_routes
-from actors.web.hot_path import HOT_PATHS
+from actors.web.hot_path import FEED_PATH, HOT_PATHS
 from tests.fuzz.conftest import Live
 from tests.fuzz.routes import DATA, MAIN, WEBSOCKETS
 
@@ -24,6 +24,7 @@ async def test_route_list_matches_the_served_routes(live: Live) -> None:
             for concrete in (("abort", "promote") if "{action}" in path else (None,)):
                 served.add((method, path.replace("{action}", concrete) if concrete else path))
     served |= {("POST", path) for path in HOT_PATHS}
+    served.add(("WS", FEED_PATH))  # the switch feed is served by the lean path too, not a Quart view
     listed = {(r.method, r.path) for r in MAIN} | {("WS", path) for path in WEBSOCKETS}
     assert listed == served
     data_served = {(method, path) for path, methods in data_routes(service).items() for method in methods}
