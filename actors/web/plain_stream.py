@@ -80,19 +80,20 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
         if self._closed:
             raise trio.ClosedResourceError("the stream was closed")
         view = memoryview(data)
-        total = len(view)
-        sent = 0
-        while True:
-            try:
-                sent += self._send(view[sent:] if sent else view)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                _raise_broken_if_gone(exc)
-                raise
-            if sent >= total:
-                return
+        sent = self._send_now(view)
+        while sent < len(view):
             await trio.lowlevel.wait_writable(self._fd)
+            sent += self._send_now(view[sent:])
+
+    def _send_now(self, view: memoryview) -> int:
+        """The bytes the kernel took without waiting: 0 while its buffer is full."""
+        try:
+            return self._send(view)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            _raise_broken_if_gone(exc)
+            raise
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.wait_writable(self._fd)

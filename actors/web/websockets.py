@@ -138,8 +138,9 @@ def _text(message: dict[str, Any]) -> dict[str, Any]:
 
 async def _until_disconnect(receive: Receive, cancel_scope: trio.CancelScope) -> None:
     """The feed takes no messages from its subscribers: read (and drop) them until the client leaves."""
-    while (await receive())["type"] != "websocket.disconnect":
-        pass
+    message = await receive()
+    while message["type"] != "websocket.disconnect":
+        message = await receive()
     cancel_scope.cancel()
 
 
