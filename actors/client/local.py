@@ -36,7 +36,8 @@ from actors.mailbox import Envelope
 from actors.model_cache import ModelCache, cache_limits
 from actors.router import RouterState
 from actors.serving.metrics import Metrics
-from actors.serving.predictor import Predictor, parse_request
+from actors.serving.predictor import Predictor
+from actors.serving.request_shape import parse_request
 from actors.storage import registry_store
 from actors.switch_feed import SwitchFeed, Trigger
 from actors.transition_manager import InFlight, TrafficView, Transitions

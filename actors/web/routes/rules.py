@@ -7,7 +7,7 @@ from quart_trio import QuartTrio
 
 from actors.core.commands import ReloadConfig
 from actors.core.errors import InvalidInput, bad_request
-from actors.serving.predictor import parse_request
+from actors.serving.request_shape import parse_request
 from actors.web.quart_io import caller, json_response, request_object
 from actors.web.service import Service
 

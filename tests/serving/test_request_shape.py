@@ -1,4 +1,4 @@
-"""Request parsing and prediction shaping on the predict path (actors/serving/predictor.py)."""
+"""Request parsing and prediction shaping on the predict path (actors/serving/request_shape.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from actors.core.errors import RouterError
-from actors.serving.predictor import (
+from actors.serving.request_shape import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
     REQUEST_KEYS,
