@@ -72,7 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from processes import free_port  # noqa: E402
+from processes import free_port, write_bench_rules  # noqa: E402
 
 MODEL = "tlob_tiny"
 DEFAULT_MODEL = "baseline_mlp"
@@ -198,26 +198,6 @@ def build_repository(root: Path) -> Path:
     build_random_model(repo, MODEL, "1", FEATURES, seed=1)
     build_random_model(repo, DEFAULT_MODEL, "1", FEATURES, seed=3)
     return repo
-
-
-def write_config(root: Path, repo: Path) -> Path:
-    path = root / "conf" / "rules.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "model_router:\n"
-        "  rules:\n"
-        '    - match: {asset_class: "crypto", horizon_ms: "<60000"}\n'
-        f"      model: {MODEL}\n"
-        "  config:\n"
-        f"    default_model: {DEFAULT_MODEL}\n"
-        f'    model_repository: "{repo}"\n'
-        f"    preload_models: [{MODEL}]\n"
-        "    performance_logging: false\n"
-        "  reload:\n"
-        "    enabled: false\n"
-        "    backup_on_reload: false\n"
-    )
-    return path
 
 
 def rss_mib(pid: int) -> float:
@@ -349,7 +329,7 @@ def line(phase: str, name: str, values: list[float]) -> str:
 
 def run(args: argparse.Namespace, folder: Path) -> int:
     repo = build_repository(folder)
-    config = write_config(folder, repo)
+    config = write_bench_rules(folder, repo, MODEL, DEFAULT_MODEL)
     port, data_port = free_port(), free_port()
     admin = secrets.token_hex(16)
     cpus = sorted(os.sched_getaffinity(0))

@@ -1,4 +1,4 @@
-"""Processes the benches start and wait for: free ports, a private redis-server, readiness.
+"""Processes the benches start and wait for: free ports, a private redis-server, readiness, a rules file.
 
 One copy for every bench script (they run as scripts, so they import this as a sibling
 module, like ``rulesets``).
@@ -19,6 +19,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def write_bench_rules(root: Path, repo: Path, model: str, default_model: str) -> Path:
+    """``root/conf/rules.yml``: one rule (crypto under a minute -> ``model``), ``model`` preloaded,
+    performance logging, reload watching and backups off: the fixed config of the switching benches."""
+    path = root / "conf" / "rules.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "model_router:\n"
+        "  rules:\n"
+        '    - match: {asset_class: "crypto", horizon_ms: "<60000"}\n'
+        f"      model: {model}\n"
+        '      description: "crypto, sub-minute"\n'
+        "  config:\n"
+        f"    default_model: {default_model}\n"
+        f'    model_repository: "{repo}"\n'
+        f"    preload_models: [{model}]\n"
+        "    performance_logging: false\n"
+        "  reload:\n"
+        "    enabled: false\n"
+        "    backup_on_reload: false\n"
+    )
+    return path
 
 
 def start_redis(folder: Path) -> tuple[subprocess.Popen[str], str]:

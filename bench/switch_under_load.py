@@ -54,6 +54,9 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from processes import write_bench_rules  # noqa: E402
 
 from actors.build.demo_models import build_random_model  # noqa: E402
 
@@ -96,27 +99,6 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
-
-
-def write_config(root: Path, repo: Path) -> Path:
-    path = root / "conf" / "rules.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "model_router:\n"
-        "  rules:\n"
-        '    - match: {asset_class: "crypto", horizon_ms: "<60000"}\n'
-        f"      model: {MODEL}\n"
-        '      description: "crypto, sub-minute"\n'
-        "  config:\n"
-        f"    default_model: {DEFAULT_MODEL}\n"
-        f'    model_repository: "{repo}"\n'
-        f"    preload_models: [{MODEL}]\n"
-        "    performance_logging: false\n"
-        "  reload:\n"
-        "    enabled: false\n"
-        "    backup_on_reload: false\n"
-    )
-    return path
 
 
 def free_port() -> int:
@@ -414,7 +396,7 @@ def main() -> int:
     status = 0
     try:
         repo = build_repository(folder)
-        config = write_config(folder, repo)
+        config = write_bench_rules(folder, repo, MODEL, DEFAULT_MODEL)
         port = free_port()
         prefix, pinning = cpu_plan()
         admin_key = secrets.token_hex(16)
