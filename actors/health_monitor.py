@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import trio
@@ -47,12 +47,12 @@ from actors.serving.metrics import Metrics
 log = logging.getLogger("model_router.health")
 
 
-@attrs.frozen
-class Observation:
+class Observation(NamedTuple):
     """One model call: who answered, how long it took, whether it worked.
 
     A batched call is one observation of ``count`` predictions; ``predicted`` holds the
-    (correlation id, label) of each so feedback can find them.
+    (correlation id, label) of each so feedback can find them. A named tuple, not a frozen
+    attrs class: one is sent per request, and it is as immutable at a third of the cost.
     """
 
     name: str
@@ -279,25 +279,52 @@ class HealthMonitor:
                 "outcome": command.outcome, "correct": correct}
 
 
+#: Messages taken per wake-up before the actor yields to the scheduler (fairness under load).
+DRAIN_LIMIT = 512
+
+
 async def run(
     monitor: HealthMonitor,
     inbox: trio.MemoryReceiveChannel[HealthMessage],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Fold observations and feedback into the windows until cancelled."""
+    """Fold observations and feedback into the windows until cancelled.
+
+    One wake-up takes every message already queued (up to ``DRAIN_LIMIT``): ``async for``
+    would yield to the scheduler once per message, and under load there is one message per
+    request, so the actor's scheduling cost would grow with traffic instead of with wake-ups.
+    """
     async with inbox:
         task_status.started()
-        async for message in inbox:
-            if isinstance(message, Observation):
+        while True:
+            try:
+                message = await inbox.receive()
+            except trio.EndOfChannel:
+                return
+            taken = 0
+            while True:
+                await take_message(monitor, message)
+                taken += 1
+                if taken >= DRAIN_LIMIT:
+                    break
                 try:
-                    monitor.take(message)
-                except Exception as exc:  # supervision: one bad observation is dropped, the actor goes on
-                    log.error("health monitor: dropping an observation", exc_info=exc)
-            elif isinstance(message, LimitsChanged):
-                monitor.breakers.settings = message.breakers
-                monitor.alerts = message.alerts
-                if message.feedback_index_size is not None:
-                    monitor.feedback_index.resize(message.feedback_index_size)
-            else:
-                await mailbox.handle("health_monitor", message, monitor.take_feedback)
+                    message = inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+
+
+async def take_message(monitor: HealthMonitor, message: HealthMessage) -> None:
+    """One message, under the supervision rule: a bad observation is logged and dropped."""
+    if isinstance(message, Observation):
+        try:
+            monitor.take(message)
+        except Exception as exc:  # supervision: one bad observation is dropped, the actor goes on
+            log.error("health monitor: dropping an observation", exc_info=exc)
+    elif isinstance(message, LimitsChanged):
+        monitor.breakers.settings = message.breakers
+        monitor.alerts = message.alerts
+        if message.feedback_index_size is not None:
+            monitor.feedback_index.resize(message.feedback_index_size)
+    else:
+        await mailbox.handle("health_monitor", message, monitor.take_feedback)

@@ -464,6 +464,41 @@ async def test_concurrent_predictions_are_batched_dynamically(config_path: Path)
         assert calls > 0 and rows / calls > 1  # some calls carried several requests
 
 
+async def test_batch_items_with_bad_values_get_their_own_422_and_the_rest_run_as_one_call(
+        config_path: Path) -> None:
+    """Well-shaped items are checked per group in one pass; a bad value still fails only its item.
+
+    Values a JSON body can carry that ``feature_row`` refuses: a bool, a string, a number beyond
+    float32, an integer beyond float range. The good items answer exactly as single requests do.
+    """
+    async with running_app(config_path) as h:
+        await wait_ready(h)
+        bad_values = [True, "0.5", 1e39, 10**400]
+        items = []
+        for i in range(12):
+            features = fast_features(i / 20)
+            if i % 3 == 1:
+                features[next(iter(features))] = bad_values[i // 3]
+            if i == 5:  # a one-element list for a window-1 feature: accepted, read as its number
+                features[next(iter(features))] = [features[next(iter(features))]]
+            items.append({"model_name": "fast", "features": features, "correlation_id": f"c{i}"})
+        before = _sample(h, "inference_latency_seconds_count", model_name="fast")
+        r = await h.client.post("/predict/batch", content=json.dumps({"requests": items}))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["count"] == 12 and body["failed"] == 4
+        for i, result in enumerate(body["predictions"]):
+            if i % 3 == 1:
+                assert result["index"] == i and result["error"]["code"] == "invalid_features", result
+                assert next(iter(fast_features())) in result["error"]["message"]
+            else:
+                assert result["correlation_id"] == f"c{i}"
+        assert _sample(h, "inference_latency_seconds_count", model_name="fast") - before == 1
+        for i in (5, 11):
+            single = await h.predict(model_name="fast", features=fast_features(i / 20))
+            assert single.json()["prediction"] == body["predictions"][i]["prediction"]
+
+
 async def test_hot_paths_refuse_other_methods_and_batch_limit_follows_reload(config_path: Path, repo: Path) -> None:
     async with running_app(config_path) as h:
         r = await h.client.get("/predict")

@@ -10,7 +10,7 @@ rejected, because a trading signal computed from them would be silently wrong.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,31 +67,45 @@ def _quick_values(features: Any, names: Sequence[str], window: int) -> list[floa
 
     Accepts exactly the ints and floats that are finite and within float32 range.
     """
+    values = shaped_values(features, names, window)
+    return values if values is not None and numbers_ok(values) else None
+
+
+def shaped_values(features: Any, names: Sequence[str], window: int) -> list[Any] | None:
+    """The flat input values if ``features`` has exactly the model's shape, unchecked; else None.
+
+    Batch callers check the values of a whole group at once with ``numbers_ok``.
+    """
     if type(features) is not dict or len(features) != len(names):
         return None
     try:
         if window == 1:
-            values = list(map(features.__getitem__, names))  # no Python frame per request, unlike a comprehension
-        else:
-            values = []
-            for name in names:
-                series = features[name]
-                if type(series) is not list or len(series) != window:
-                    return None
-                values.extend(series)
+            return list(map(features.__getitem__, names))  # no Python frame per request, unlike a comprehension
+        values: list[Any] = []
+        for name in names:
+            series = features[name]
+            if type(series) is not list or len(series) != window:
+                return None
+            values.extend(series)
     except KeyError:
         return None
-    # Checked by C loops, not a Python one (this runs for every prediction and batch item):
-    # only int and float (bool and numeric strings are refused), a finite exact sum (any NaN
-    # or infinity makes it non-finite; an int beyond float range raises), then the range.
-    if not set(map(type, values)) <= _NUMBER_TYPES:
-        return None
-    try:
-        if not math.isfinite(math.fsum(values)) or min(values) < -FLOAT32_MAX or max(values) > FLOAT32_MAX:
-            return None
-    except (OverflowError, ValueError):  # fsum: an int too large for a float; min/max: no values
-        return None
     return values
+
+
+def numbers_ok(values: Iterable[Any]) -> bool:
+    """Are all ``values`` ints or floats, finite and within float32 range? (no Python loop)
+
+    Checked by C loops, not a Python one (this runs for every prediction and batch item):
+    only int and float (bool and numeric strings are refused), a finite exact sum (any NaN
+    or infinity makes it non-finite; an int beyond float range raises), then the range.
+    """
+    values = values if isinstance(values, list) else list(values)
+    if not set(map(type, values)) <= _NUMBER_TYPES:
+        return False
+    try:
+        return math.isfinite(math.fsum(values)) and min(values) >= -FLOAT32_MAX and max(values) <= FLOAT32_MAX
+    except (OverflowError, ValueError):  # fsum: an int too large for a float; min/max: no values
+        return False
 
 
 def feature_values(features: Any, names: Sequence[str], window: int) -> list[float]:

@@ -101,7 +101,8 @@ class Batcher:
                 del self.open[key]
             await batch.done.wait()
             return batch.outcome(index)
-        if not self.contended(key) or not self.worth_batching(key):
+        # Cost first: for a version cheaper than ``min_call_us`` arrivals need no bookkeeping at all.
+        if not self.worth_batching(key) or not self.contended(key):
             return self.inline(key, model, row, run)
         return await self.lead(key, model, row, run)
 

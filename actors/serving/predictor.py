@@ -17,6 +17,7 @@ circuit breakers, and symbols are noted for switch events.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
@@ -30,7 +31,7 @@ import trio
 
 from actors.core.access import ApiKey, model_allowed, model_refusal, refusal_error
 from actors.core.errors import DeadlineExceeded, RouterError, TooLarge, Unavailable, bad_request
-from actors.core.features import feature_row, feature_values
+from actors.core.features import feature_row, feature_values, numbers_ok, shaped_values
 from actors.core.recent_symbols import SymbolRoute
 from actors.core.rules import Selection
 from actors.core.switch_policy import TrafficPlan
@@ -66,15 +67,6 @@ class Attempt:
     name: str
     version: str | None
     why: str
-
-
-@attrs.frozen
-class Resolved:
-    """Which model answered a request and why."""
-
-    model: LoadedModel
-    selection: Selection | None
-    fallback_from: str | None = None
 
 
 @attrs.define
@@ -377,14 +369,26 @@ class Predictor:
                      principal: ApiKey | None = None, deadline: float | None = None) -> dict[str, Any]:
         """Try each attempt in order; the first that yields a finite prediction answers.
 
+        The common case (the first choice is loaded, its breaker closed, the call works)
+        takes no chain at all: ``quick_model`` finds the model and ``attempt`` runs it. The
+        chain of alternatives is built only when that first try cannot answer, and the walk
+        then goes on after it, with its error, exactly as if it had been the chain's first step.
+
         A call that misses the request's deadline ends the request with DeadlineExceeded
         (504): the deadline is the whole request's, so no fallback is tried after it.
         """
         if deadline is None:
             deadline = self.deadline()
-        chain = self.attempts(request, selection, principal)
-        first_error: RouterError | None = None
         position = 0
+        first_error: RouterError | None = None
+        if not skip:
+            model = self.quick_model(request, selection, principal)
+            if model is not None:
+                prediction, first_error = await self.attempt(request, model, deadline, first=True)
+                if prediction is not None:
+                    return self.respond(request, model, selection, None, prediction, started)
+                position = 1
+        chain = self.attempts(request, selection, principal)
         while True:
             position, model, error = await self.usable(chain, position, skip)
             first_error = first_error or error
@@ -392,45 +396,58 @@ class Predictor:
                 break
             attempt = chain[position]
             position += 1
-            key = (model.name, model.version)
-            meta = model.metadata
             try:
-                row = feature_row(request.features, meta.features, meta.window)
-            except RouterError:
-                self.health.breakers.abandon(key)
-                if attempt is chain[0]:
-                    raise
+                prediction, error = await self.attempt(request, model, deadline, first=attempt is chain[0])
+            except FeaturesMismatch:
                 continue  # this fallback takes other inputs
-            operation_id = self.operation_of(model)
-            call_started = time.perf_counter()
-            try:
-                probabilities = await self.infer(model, row, deadline)
-            except DeadlineExceeded:
-                self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
-                raise
-            except RouterError as error:
-                self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
+            if prediction is None:
                 first_error = first_error or error
                 continue
-            latency_s = time.perf_counter() - call_started
-            values = finite_values(probabilities)
-            if values is None:
-                self.record(request, model, latency_s, False, None, operation_id)
-                first_error = first_error or non_finite(model)
-                continue
-            prediction = shape_prediction(values, meta.labels)
-            self.record(request, model, latency_s, True, prediction["signal"], operation_id)
-            self.note_symbol(request, model)
             fallback_from = chain[0].name if attempt.name != chain[0].name else None
             if fallback_from is not None:
                 self.metrics.note_fallback(fallback_from, first_error.code if first_error else "features_mismatch")
-            return self.respond(request, Resolved(model, selection, fallback_from), prediction, started)
+            return self.respond(request, model, selection, fallback_from, prediction, started)
         raise first_error or Unavailable("model_unavailable", "no model could take this request", {})
 
-    def respond(self, request: PredictRequest, resolved: Resolved, prediction: dict[str, Any],
-                started: float) -> dict[str, Any]:
-        model = resolved.model
-        selection = resolved.selection
+    async def attempt(self, request: PredictRequest, model: LoadedModel, deadline: float, *,
+                      first: bool) -> tuple[dict[str, Any] | None, RouterError | None]:
+        """One model's try at a request: (the prediction, None) or (None, why it could not answer).
+
+        Features the model does not take: the client's error (raised) on the first choice,
+        ``FeaturesMismatch`` (skip it) on a fallback. A missed deadline is raised: it ends
+        the request. Every call is recorded for the breakers and the health monitor.
+        """
+        key = (model.name, model.version)
+        meta = model.metadata
+        try:
+            row = feature_row(request.features, meta.features, meta.window)
+        except RouterError:
+            self.health.breakers.abandon(key)
+            if first:
+                raise
+            raise FeaturesMismatch from None
+        operation_id = self.operation_of(model)
+        call_started = time.perf_counter()
+        try:
+            probabilities = await self.infer(model, row, deadline)
+        except DeadlineExceeded:
+            self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
+            raise
+        except RouterError as error:
+            self.record(request, model, time.perf_counter() - call_started, False, None, operation_id)
+            return None, error
+        latency_s = time.perf_counter() - call_started
+        values = finite_values(probabilities)
+        if values is None:
+            self.record(request, model, latency_s, False, None, operation_id)
+            return None, non_finite(model)
+        prediction = shape_prediction(values, meta.labels)
+        self.record(request, model, latency_s, True, prediction["signal"], operation_id)
+        self.note_symbol(request, model)
+        return prediction, None
+
+    def respond(self, request: PredictRequest, model: LoadedModel, selection: Selection | None,
+                fallback_from: str | None, prediction: dict[str, Any], started: float) -> dict[str, Any]:
         answer: dict[str, Any] = {
             "prediction": prediction,
             "model": {"name": model.name, "version": model.version},
@@ -441,8 +458,8 @@ class Predictor:
         }
         if request.symbol is not None:
             answer["symbol"] = request.symbol
-        if resolved.fallback_from is not None:
-            answer["fallback_from"] = resolved.fallback_from
+        if fallback_from is not None:
+            answer["fallback_from"] = fallback_from
         return answer
 
     async def predict_one(self, body: Any, principal: ApiKey | None = None) -> dict[str, Any]:
@@ -455,14 +472,25 @@ class Predictor:
 
     # -- batches --------------------------------------------------------------------------
 
-    def quick_model(self, request: PredictRequest, selection: Selection | None) -> LoadedModel | None:
+    def quick_model(self, request: PredictRequest, selection: Selection | None,
+                    principal: ApiKey | None = None) -> LoadedModel | None:
         """The first attempt's model when it is loaded and its breaker is closed; else None.
 
         The same first choice as ``attempts``, without building the chain; anything short
-        of a closed breaker (open, or half-open and due a probe) takes the full path.
+        of a closed breaker (open, or half-open and due a probe), a model the cache has not
+        loaded, or a model outside ``principal``'s workspace takes the full path (which
+        explains a refusal).
         """
-        first, _plan = self.primary(request, selection)
-        model = self.cache.lookup(first.name, first.version)
+        # ``primary`` without its Attempt: this runs for every request and batch item.
+        name = request.model_name or (selection.model if selection is not None else "")
+        version = request.model_version
+        if version is None:
+            plan = self.transitions.plan(name)
+            if plan is not None:
+                version = plan.pick(request.symbol or request.correlation_id)
+        if principal is not None and not model_allowed(principal, name):
+            return None
+        model = self.cache.lookup(name, version)
         if model is None or self.health.breakers.state((model.name, model.version)) != "closed":
             return None
         return model
@@ -528,14 +556,19 @@ class Predictor:
                 else:
                     model = self.quick_model(request, selection)
                 fallback_from = None
+                row = None
                 if model is None:
                     model, fallback_from = await self.first_usable(request, selection, principal)
-                meta = model.metadata
-                try:
-                    row = feature_values(request.features, meta.features, meta.window)
-                except RouterError:
-                    self.health.breakers.abandon((model.name, model.version))  # a claimed probe goes back
-                    raise
+                else:  # breaker closed, no probe claimed: the values are checked with the group's
+                    meta = model.metadata
+                    row = shaped_values(request.features, meta.features, meta.window)
+                if row is None:
+                    meta = model.metadata
+                    try:
+                        row = feature_values(request.features, meta.features, meta.window)
+                    except RouterError:
+                        self.health.breakers.abandon((model.name, model.version))  # a claimed probe goes back
+                        raise
             except RouterError as error:
                 results[index] = {"index": index, **self.render_error(error)}
                 continue
@@ -545,7 +578,8 @@ class Predictor:
             group.add(index, request, selection, row, fallback_from)
         self.count_routes(routed, started)
         for group in groups.values():
-            await self.run_group(group, results, started, deadline, principal)
+            if self.checked(group, results):
+                await self.run_group(group, results, started, deadline, principal)
         failed = sum(1 for r in results if r is not None and "error" in r)
         return {
             "predictions": results,
@@ -553,6 +587,30 @@ class Predictor:
             "failed": failed,
             "latency_ms": elapsed_ms(started),
         }
+
+    def checked(self, group: Group, results: list[dict[str, Any] | None]) -> bool:
+        """Check the group's input values at once; rows that fail get their own 422 and leave.
+
+        One C-level pass over the whole group's values (``numbers_ok``) replaces one per item;
+        only when it fails is each row checked alone, for the error naming its feature.
+        False when no row is left to run.
+        """
+        if numbers_ok(list(itertools.chain.from_iterable(group.rows))):
+            return True
+        meta = group.model.metadata
+        keep = Group(group.model, group.operation_id)
+        for index, request, selection, row, fallback in zip(group.indexes, group.requests, group.selections,
+                                                             group.rows, group.fallbacks, strict=True):
+            try:
+                if not numbers_ok(row):  # the item's 422, or its values in a form the quick path left out
+                    row = feature_values(request.features, meta.features, meta.window)
+            except RouterError as error:
+                results[index] = {"index": index, **self.render_error(error)}
+                continue
+            keep.add(index, request, selection, row, fallback)
+        group.indexes, group.requests, group.selections = keep.indexes, keep.requests, keep.selections
+        group.rows, group.fallbacks = keep.rows, keep.fallbacks
+        return bool(group.indexes)
 
     def count_routes(self, routed: Counter[Selection], started: float) -> None:
         for selection, count in routed.items():
@@ -694,6 +752,10 @@ class MetricChildren:
         if child is None:
             child = self.latencies[model_name] = self.metrics.inference_latency_s.labels(model_name=model_name)
         return child
+
+
+class FeaturesMismatch(Exception):
+    """A fallback model takes other inputs than the request carries: try the next one."""
 
 
 def non_finite(model: LoadedModel) -> RouterError:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from actors.core.errors import RouterError
-from actors.core.features import check_finite_number, feature_row
+from actors.core.features import check_finite_number, feature_row, numbers_ok, shaped_values
 from actors.web.errors import http_status
 
 
@@ -169,3 +169,36 @@ def test_check_finite_number_minimum() -> None:
     with pytest.raises(RouterError) as info:
         check_finite_number("horizon_ms", -0.5, minimum=0)
     assert ">= 0" in info.value.message
+
+
+def test_shaped_values_takes_the_declared_shape_without_checking_values() -> None:
+    """The batch path's first step: the flat values in model order, or None when the shape differs."""
+    assert shaped_values({"b": 2, "a": "x"}, ("a", "b"), 1) == ["x", 2]
+    assert shaped_values({"a": [1, 2], "b": [3, 4]}, ("a", "b"), 2) == [1, 2, 3, 4]
+    assert shaped_values({"a": 1}, ("a", "b"), 1) is None
+    assert shaped_values({"a": 1, "c": 2}, ("a", "b"), 1) is None
+    assert shaped_values({"a": [1], "b": [3, 4]}, ("a", "b"), 2) is None
+    assert shaped_values([1, 2], ("a", "b"), 1) is None
+
+
+@pytest.mark.parametrize("values", [[0.5, 1, -3e38], [0]])
+def test_numbers_ok_accepts_finite_float32_numbers(values: list[Any]) -> None:
+    assert numbers_ok(values)
+    assert numbers_ok(iter(values))
+
+
+@pytest.mark.parametrize("bad", [True, "1.0", None, math.nan, math.inf, -math.inf, 1e39, -1e39, 10**400])
+def test_numbers_ok_refuses_what_feature_row_refuses(bad: Any) -> None:
+    """Exactly the values ``feature_row`` answers 422 for: a group passes only if every row would."""
+    values = [0.25, bad, 0.5]
+    assert not numbers_ok(values)
+    with pytest.raises(RouterError):
+        feature_row({"a": 0.25, "b": bad, "c": 0.5}, ("a", "b", "c"), 1)
+    assert not numbers_ok([])
+
+
+def test_a_form_only_the_full_check_accepts_fails_the_quick_one() -> None:
+    """A one-element list for a window-1 feature: refused by ``numbers_ok``, so the batch path
+    takes ``feature_values`` for that row, which accepts it and gives the plain number."""
+    assert not numbers_ok([0.25, [1.0], 0.5])
+    assert feature_row({"a": 0.25, "b": [1.0], "c": 0.5}, ("a", "b", "c"), 1).tolist() == [0.25, 1.0, 0.5]
