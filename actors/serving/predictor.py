@@ -246,17 +246,20 @@ class Predictor:
         return plan.operation_id
 
     def run_model(self, model: LoadedModel, rows: np.ndarray) -> np.ndarray:
-        """One inline interpreter call; rows whose output is not finite come back as NaN rows."""
+        """One inline interpreter call; rows whose output is not finite come back as NaN rows.
+
+        Not counted in ``InFlight``: the call runs on the event loop without a checkpoint, so no
+        other task (a drain waiting for the version to go idle, a metrics scrape) could ever see
+        the count between its increment and decrement. Threaded and remote calls, which do
+        yield, are counted.
+        """
         started = time.perf_counter()
         key = (model.name, model.version)
-        self.transitions.inflight.enter(key)
         try:
             probabilities = model.predict(rows)
         except Exception as exc:
             self.counters.inference(model.name, ok=False).inc(len(rows))
             raise self.call_failed(model, exc) from exc
-        finally:
-            self.transitions.inflight.exit(key)
         elapsed = time.perf_counter() - started
         self.calls.measured(key, elapsed)
         self.counters.latency(model.name).observe(elapsed)

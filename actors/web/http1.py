@@ -60,6 +60,7 @@ import orjson
 import trio
 
 from actors.core.errors import RouterError
+from actors.core.trickle import trickle_delay
 from actors.web.errors import error_payload
 from actors.web.plain_stream import PlainSocketStream
 
@@ -273,6 +274,7 @@ class _Connection:
         self.head_done = False
         self.heads_seen = 0
         self.head_accum = 0
+        self.head_reads = 0  # reads that left the current head unfinished (see actors/core/trickle.py)
         self.head_deadline = math.inf
         self.body_deadline = math.inf
         self._reset_message()
@@ -326,6 +328,7 @@ class _Connection:
         self.head_done = True
         self.heads_seen += 1
         self.head_accum = 0
+        self.head_reads = 0
         self.head_deadline = math.inf
         parser = self.parser
         if parser.should_upgrade():
@@ -399,6 +402,7 @@ class _Connection:
                     # The whole receive belongs to this unfinished head (possibly one long header line
                     # httptools is buffering without calling back): count it.
                     self.head_accum += len(data)
+                    self.head_reads += 1
                     if self.head_accum > self.limits.max_header_bytes:
                         self.fatal = self.server.too_large_head
                         self.linger = True
@@ -438,6 +442,11 @@ class _Connection:
             pending = self.ready or self.fatal is not None or (self.expect_continue and not self.continue_sent)
             if pending and not await self.answer():
                 return
+            if self.head_reads and self.in_message and not self.head_done:
+                delay = trickle_delay(self.head_reads)
+                if delay:  # a trickling head: let the kernel gather its bytes (the header deadline still runs)
+                    self.deadline = self.head_deadline
+                    await trio.sleep(delay)
 
     def _read_rest_of_body(self, read_now: Callable[[int], bytes | None], size: int) -> bool:
         """Feed what is already buffered of a body in progress; False if the client closed meanwhile.
@@ -532,7 +541,7 @@ def _peer(stream: trio.abc.Stream) -> str | None:
     return str(address) or None
 
 
-async def _linger_close(stream: trio.abc.Stream) -> None:
+async def linger_close(stream: trio.abc.Stream) -> None:
     """Half-close, then discard what the client still sends for a moment, so the kernel does not
     answer unread input with a reset that destroys the error answer in flight."""
     with trio.move_on_after(_LINGER_S):
@@ -623,7 +632,7 @@ class _Server:
                 if connection.timer.cancelled_caught:
                     await connection.timed_out()
                 if connection.linger:
-                    await _linger_close(stream)
+                    await linger_close(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 log.debug("data plane: connection from %s went away", connection.client)
             except Exception:

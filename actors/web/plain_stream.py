@@ -37,19 +37,34 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
         self._recv = sock.recv
         self._send = sock.send
         self._closed = False
+        self._unread = b""
 
     @classmethod
     def adopt(cls, stream: trio.SocketStream) -> PlainSocketStream:
         """Take over the socket of an accepted ``trio.SocketStream`` (which is left detached and inert)."""
         return cls(socket.socket(fileno=stream.socket.detach()))
 
+    def unread(self, data: bytes) -> None:
+        """Give bytes back: the next receive returns them (before anything from the socket).
+
+        The main port reads each connection's first request head itself
+        (``actors/web/head_gate.py``), then hands the stream, head included, to Hypercorn.
+        """
+        self._unread = data + self._unread
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Wait until readable, then read up to ``max_bytes`` (default 64 KiB); b"" at end of stream."""
         size = 65536 if max_bytes is None else max_bytes
+        if self._unread:
+            await trio.lowlevel.checkpoint()
+            data, self._unread = self._unread[:size], self._unread[size:]
+            return data
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the stream was closed")
             await trio.lowlevel.wait_readable(self._fd)
+            if self._closed:  # another task (Hypercorn's closer) closed it while this one was waking
+                raise trio.ClosedResourceError("the stream was closed")
             try:
                 return self._recv(size)
             except BlockingIOError:
@@ -67,6 +82,9 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
         """
         if self._closed:
             raise trio.ClosedResourceError("the stream was closed")
+        if self._unread:
+            data, self._unread = self._unread[:max_bytes], self._unread[max_bytes:]
+            return data
         try:
             return self._recv(max_bytes)
         except BlockingIOError:
@@ -83,6 +101,8 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
         sent = self._send_now(view)
         while sent < len(view):
             await trio.lowlevel.wait_writable(self._fd)
+            if self._closed:
+                raise trio.ClosedResourceError("the stream was closed")
             sent += self._send_now(view[sent:])
 
     def _send_now(self, view: memoryview) -> int:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from actors.web.access import AccessLayer
 from actors.web.app import create_app
 from actors.web.connection_close import CloseWhenAsked
 from actors.web.errors import MAX_BODY_BYTES
 from actors.web.hot_path import HOT_PATHS, HotPath
+from actors.web.hypercorn_worker import serve as hypercorn_serve
 from actors.web.request_ids import RequestIds
 from actors.web.request_metrics import RequestMetrics, RouteTemplates
 from actors.web.service import Service
@@ -55,7 +55,11 @@ def hypercorn_config(host: str, port: int, *, shared_port: bool, access_log: boo
 
 async def serve_main_port(service: Service, config: HypercornConfig, done: trio.Event,
                           *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until ``service.stop``; Hypercorn drains in-flight requests before returning."""
+    """Serve until ``service.stop``; Hypercorn drains in-flight requests before returning.
+
+    Hypercorn's own worker, except that each plain-TCP connection's first request head is
+    read by ``actors/web/head_gate.py`` first (slow-loris clients: cheap, and cut at a timeout).
+    """
     try:
         quart_app = create_app(service)
         # The access layer wraps the hot path and Quart alike; the metrics layer times refusals too.

@@ -707,3 +707,107 @@ async def test_serve_many_sequential_connections_returns_every_slot() -> None:
                 assert (await raw.answer()).status == 200
                 assert await raw.closed()
 
+
+
+# ------------------------------------------------------------ trickling heads ----
+
+
+class _NoPeer:
+    """What the engine asks of a socket (the peer's address, a close at shutdown), in memory."""
+
+    def getpeername(self) -> tuple[str, int]:
+        raise OSError("in-memory stream")
+
+    def close(self) -> None:
+        return None
+
+
+class CountedMemoryStream(trio.abc.HalfCloseableStream):
+    """The server end of an in-memory connection that counts the server's reads."""
+
+    def __init__(self, inner: trio.abc.HalfCloseableStream, reads: list[int]) -> None:
+        self.inner = inner
+        self.reads = reads
+        self.socket = _NoPeer()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.inner.receive_some(max_bytes)
+        self.reads.append(len(data))
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class MemoryListener(trio.abc.Listener[CountedMemoryStream]):
+    def __init__(self) -> None:
+        self.pending_send, self.pending = trio.open_memory_channel[CountedMemoryStream](8)
+        self.reads: list[int] = []
+        self.socket = _NoPeer()
+
+    async def connect(self) -> Raw:
+        client, server = trio.testing.memory_stream_pair()
+        await self.pending_send.send(CountedMemoryStream(server, self.reads))
+        return Raw(client)  # type: ignore[arg-type]
+
+    async def accept(self) -> CountedMemoryStream:
+        return await self.pending.receive()
+
+    async def aclose(self) -> None:
+        await self.pending.aclose()
+
+
+@asynccontextmanager
+async def in_memory(limits: Limits) -> AsyncIterator[MemoryListener]:
+    listener, shutdown = MemoryListener(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, [listener], Handlers().routes(), limits, upgrade_hint=HINT,
+                                    shutdown=shutdown))
+        yield listener
+        shutdown.set()
+
+
+async def test_a_trickling_head_is_read_in_few_pieces_and_loses_no_byte(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A head sent a byte every 100 ms (slow-loris pace) but finished in time is answered, read in
+    a few large pieces instead of one wake-up per byte (actors/core/trickle.py)."""
+    async with in_memory(Limits(header_timeout_s=20.0)) as listener:
+        raw = await listener.connect()
+        head = get("/hello", "X-Slow: " + "a" * 100)
+        for byte in head:
+            await raw.send(bytes([byte]))
+            await trio.sleep(0.1)
+        answer = await raw.answer()
+        assert answer.status == 200 and answer.json() == {"hello": "world"}
+        assert sum(listener.reads) == len(head)
+        assert len(listener.reads) < 30, f"{len(listener.reads)} reads for {len(head)} bytes"
+        started = trio.current_time()
+        await raw.send(get("/hello"))  # the next head on the connection is not delayed
+        assert (await raw.answer()).status == 200
+        assert trio.current_time() - started < 0.01
+
+
+async def test_a_trickling_head_that_never_ends_is_cut_at_the_header_timeout(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with in_memory(Limits(header_timeout_s=20.0)) as listener:
+        raw = await listener.connect()
+        started = trio.current_time()
+        with trio.move_on_after(30.0):
+            try:
+                while True:
+                    await raw.send(b"a" if trio.current_time() > started else b"GET /hello HTTP/1.1\r\nX-Slow: ")
+                    await trio.sleep(0.1)
+            except trio.BrokenResourceError:
+                pass
+        assert_error(await raw.answer(), 408, "request_timeout")
+        assert 20.0 <= trio.current_time() - started < 25.0
+        assert len(listener.reads) < 40, f"{len(listener.reads)} reads in 20 s"

@@ -1,0 +1,28 @@
+"""The slow-head read policy (actors/core/trickle.py)."""
+
+from __future__ import annotations
+
+import itertools
+
+from actors.core.trickle import FIRST_DELAY_S, FREE_READS, MAX_DELAY_S, trickle_delay
+
+
+def test_a_head_in_a_few_segments_is_never_delayed() -> None:
+    assert [trickle_delay(n) for n in range(FREE_READS + 1)] == [0.0] * (FREE_READS + 1)
+
+
+def test_the_delay_doubles_then_stays_at_the_cap() -> None:
+    delays = [trickle_delay(n) for n in range(FREE_READS + 1, FREE_READS + 12)]
+    assert delays[0] == FIRST_DELAY_S
+    assert all(b == min(MAX_DELAY_S, 2 * a) for a, b in itertools.pairwise(delays))
+    assert delays[-1] == MAX_DELAY_S
+    assert trickle_delay(10_000) == MAX_DELAY_S
+
+
+def test_a_trickling_head_is_read_at_most_about_once_a_second() -> None:
+    """Over a 20 s header timeout a slow client costs tens of reads, not one per byte sent."""
+    elapsed, reads = 0.0, 0
+    while elapsed < 20.0:
+        reads += 1
+        elapsed += max(trickle_delay(reads), 0.1)  # the client's own pace: a byte every 100 ms
+    assert reads < 40
