@@ -18,7 +18,8 @@ adds ``tlob_tiny`` v2 once it is ready, and runs everything else on CPU 1:
   with the measuring loops): ``--subscribers`` raw WebSocket connections on
   ``/ws/switches`` read with one selector, each checking that it receives every event,
   in the same order as every other subscriber; plus ``--never-reading`` connections with
-  a 1 KiB receive buffer that never read.
+  a 1 KiB receive buffer that never read; plus ``--slow-loris`` connections to the main
+  port sending a request head a byte every 100 ms (reopened when the server cuts them).
 
 Phases, each reporting p50/p99/max per port, the server's RSS, open file descriptors
 and CPU:
@@ -27,7 +28,7 @@ and CPU:
 2. ``switching``: the control: ``--switches`` immediate switches (v1 <-> v2) one after
    the other with nobody subscribed, each measured for ``--window`` seconds from its
    POST: what the switches themselves cost the predictions;
-3. ``idle``: ``--seconds`` with every subscriber connected, no switch;
+3. ``idle``: ``--seconds`` with every subscriber (and slow-loris connection) connected, no switch;
 4. ``fan-out``: ``--switches`` more switches, each window running from the POST for
    ``--window`` seconds or until every reading subscriber has every event of it (the
    subscriber process says so), whichever is later; requests that start inside a window
@@ -38,10 +39,12 @@ and CPU:
 Then: per-switch delivery time (POST -> the last subscriber has the last event), events
 received vs expected and whether every subscriber saw the same order, subscribers
 dropped (``model_router_switch_subscribers_dropped_total``), errors by phase, and the
-ratios fan-out p99 / quiet p99 (the goal: within 2x) and fan-out p99 / switching p99.
+ratios idle p99 / quiet p99 and fan-out p99 / quiet p99 (the goal: within 2x) and fan-out
+p99 / switching p99.
 
     .venv/bin/python bench/fanout.py [--subscribers 1000] [--symbols 16] [--switches 20] \
-        [--window 0.5] [--alone 2] [--never-reading 1] [--seconds 5] [--nice 10] [--server-root PATH]
+        [--window 0.5] [--alone 2] [--never-reading 1] [--seconds 5] [--nice 10] [--slow-loris 0] \
+        [--server-root PATH]
 
 Before/after: ``git archive <commit> | tar -x -C /tmp/before`` and ``--server-root /tmp/before``
 runs the older service with this same bench (the models and config are built by this one).
@@ -54,6 +57,7 @@ import base64
 import contextlib
 import json
 import os
+import resource
 import secrets
 import selectors
 import shutil
@@ -141,13 +145,53 @@ def handshake(host: str, port: int, receive_buffer: int | None = None) -> socket
     return sock
 
 
-def subscriber_process(host: str, port: int, count: int, never_reading: int) -> None:
+class SlowLoris:
+    """Connections that send a request head a byte every ``PACE_S`` and never finish it.
+
+    One the server closes (its header timeout: 408 after 20 s) is opened again at once, as an
+    attacker would, so the attack lasts the whole run.
+    """
+
+    PACE_S = 0.1
+    HEAD = b"POST /predict HTTP/1.1\r\nHost: bench\r\nX-Slow: " + b"a" * 100_000
+
+    def __init__(self, host: str, port: int, count: int) -> None:
+        self.address = (host, port)
+        self.sockets = [self.open() for _ in range(count)]
+        self.sent = [0] * count
+        self.reopened = 0
+        self.next_at = time.monotonic()
+
+    def open(self) -> socket.socket:
+        sock = socket.create_connection(self.address)
+        sock.setblocking(False)
+        return sock
+
+    def tick(self) -> None:
+        """One byte on every connection, when its pace is due."""
+        now = time.monotonic()
+        if now < self.next_at:
+            return
+        self.next_at = now + self.PACE_S
+        for i, sock in enumerate(self.sockets):
+            try:
+                sock.send(self.HEAD[self.sent[i]:self.sent[i] + 1])
+                self.sent[i] += 1
+            except OSError:  # closed by the server (header timeout) or full: start over
+                sock.close()
+                self.sockets[i], self.sent[i] = self.open(), 0
+                self.reopened += 1
+
+
+def subscriber_process(host: str, port: int, count: int, never_reading: int, slow: int = 0) -> None:
     """``--subscriber-process``: hold the subscribers; answer ``expect N`` lines on stdin.
 
     Prints ``ready`` once every reader is subscribed; for ``expect N`` prints
     ``delivered N <open readers> <same order 0/1>`` once every open reader has N events.
+    With ``slow`` > 0 it also keeps that many slow-loris connections trickling to the main port.
     """
     idle = [handshake(host, port, 1024) for _ in range(never_reading)]
+    loris = SlowLoris(host, port, slow) if slow else None
     selector = selectors.DefaultSelector()
     readers = []
     for _ in range(count):
@@ -159,11 +203,13 @@ def subscriber_process(host: str, port: int, count: int, never_reading: int) -> 
     expected: int | None = None
     announced_ready = False
     while True:
-        for key, _ in selector.select(timeout=1.0):
+        if loris is not None:
+            loris.tick()
+        for key, _ in selector.select(timeout=1.0 if loris is None else SlowLoris.PACE_S / 2):
             if key.data is None:
                 line = sys.stdin.readline()
                 if not line:
-                    for sock in idle:
+                    for sock in idle + (loris.sockets if loris is not None else []):
                         sock.close()
                     return
                 expected = int(line.split()[1])
@@ -327,7 +373,16 @@ def line(phase: str, name: str, values: list[float]) -> str:
             f"  max {max(ms):8.2f} ms")
 
 
+def raise_fd_limit(needed: int) -> None:
+    """Subscribers and slow connections need many sockets here and in the server (which inherits it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard),
+                                                    hard))
+
+
 def run(args: argparse.Namespace, folder: Path) -> int:
+    raise_fd_limit(args.subscribers + args.never_reading + args.slow_loris + 512)
     repo = build_repository(folder)
     config = write_bench_rules(folder, repo, MODEL, DEFAULT_MODEL)
     port, data_port = free_port(), free_port()
@@ -423,7 +478,7 @@ def run(args: argparse.Namespace, folder: Path) -> int:
 
         subscribers = subprocess.Popen(
             ["nice", "-n", str(args.nice), sys.executable, __file__, "--subscriber-process", HOST, str(port),
-             str(args.subscribers), str(args.never_reading)],
+             str(args.subscribers), str(args.never_reading), str(args.slow_loris)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert subscribers.stdin is not None and subscribers.stdout is not None
         if subscribers.stdout.readline().strip() != "ready":
@@ -461,10 +516,13 @@ def run(args: argparse.Namespace, folder: Path) -> int:
     command = (f".venv/bin/python bench/fanout.py --subscribers {args.subscribers} --symbols {args.symbols}"
                f" --switches {args.switches} --window {args.window:g} --alone {args.alone}"
                f" --never-reading {args.never_reading} --seconds {args.seconds:g} --nice {args.nice}")
+    if args.slow_loris:
+        command += f" --slow-loris {args.slow_loris}"
     if args.server_root != ROOT:
         command += f" --server-root {args.server_root}"
     pinning = "server on CPU 0, the rest on CPU 1" if pin else "no CPU pinning"
-    print(f"fan-out: {args.subscribers} subscribers (+{args.never_reading} never reading), {args.switches}"
+    print(f"fan-out: {args.subscribers} subscribers (+{args.never_reading} never reading,"
+          f" +{args.slow_loris} slow-loris connections), {args.switches}"
           f" switches x {args.symbols} symbols = {args.switches * args.symbols} events each,"
           f" {args.subscribers * args.switches * args.symbols} messages; {pinning}; load average"
           f" {os.getloadavg()[0]:.1f}")
@@ -487,12 +545,13 @@ def run(args: argparse.Namespace, folder: Path) -> int:
                       "outside the measured windows") for t, _ in load.errors]
         print(f"  errors: {len(load.errors)} ({', '.join(f'{n} in {name}' for name, n in Counter(where).items())}),"
               f" first: {load.errors[0][1]}")
-    verdicts = []
-    for port_name in load.ports:
-        quiet = percentile(figures["quiet"][port_name], 0.99)
-        loaded = percentile(figures["fan-out"][port_name], 0.99)
-        verdicts.append(f"{port_name} {loaded / quiet:.2f}x ({'ok' if loaded <= 2 * quiet else 'over 2x'})")
-    print("  fan-out p99 / quiet p99: " + ", ".join(verdicts))
+    for phase_name in ("idle", "fan-out"):
+        verdicts = []
+        for port_name in load.ports:
+            quiet = percentile(figures["quiet"][port_name], 0.99)
+            loaded = percentile(figures[phase_name][port_name], 0.99)
+            verdicts.append(f"{port_name} {loaded / quiet:.2f}x ({'ok' if loaded <= 2 * quiet else 'over 2x'})")
+        print(f"  {phase_name} p99 / quiet p99: " + ", ".join(verdicts))
     print("  fan-out p99 / switching p99 (the switches without subscribers): " + ", ".join(
         f"{name} {percentile(figures['fan-out'][name], 0.99) / percentile(figures['switching'][name], 0.99):.2f}x"
         for name in load.ports))
@@ -502,7 +561,7 @@ def run(args: argparse.Namespace, folder: Path) -> int:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--subscriber-process":
-        subscriber_process(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        subscriber_process(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1000, help="reading /ws/switches subscribers")
@@ -514,6 +573,9 @@ def main() -> int:
     parser.add_argument("--alone", type=int, default=2, help="switches fired after the load stopped")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the quiet and idle phases")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the subscriber process")
+    parser.add_argument("--slow-loris", type=int, default=0,
+                        help="slow-loris connections (a head byte every 100 ms) to the main port, from the "
+                             "subscriber process: connected in the idle and fan-out phases")
     parser.add_argument("--server-root", type=Path, default=ROOT,
                         help="run app.py from this checkout (e.g. a worktree of an older commit: before/after)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (config, models, log)")

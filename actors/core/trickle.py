@@ -10,6 +10,11 @@ incomplete reads are never delayed; after that the connection waits before each 
 doubling from ``FIRST_DELAY_S`` up to ``MAX_DELAY_S``, while the kernel buffers whatever it
 sends meanwhile. Its bytes are never lost, only read in larger pieces, and the header
 timeout still counts from the head's first byte.
+
+Delays and header timeouts are spread (``spread``, a random draw in [0, 1)): an attack opens
+its connections together, and without a spread they would wake together every second and
+time out in the same instant, hundreds of wake-ups in one scheduler pass while other
+requests wait behind them.
 """
 
 from __future__ import annotations
@@ -19,8 +24,21 @@ FIRST_DELAY_S = 0.05
 MAX_DELAY_S = 1.0
 
 
-def trickle_delay(incomplete_reads: int) -> float:
-    """Seconds to wait before the next read, after ``incomplete_reads`` reads that left the head unfinished."""
+HEADER_TIMEOUT_SPREAD = 0.1
+
+
+def trickle_delay(incomplete_reads: int, spread: float = 0.5) -> float:
+    """Seconds to wait before the next read, after ``incomplete_reads`` reads that left the head unfinished.
+
+    ``spread`` in [0, 1) scales the delay by 0.75 to 1.25 (0.5: the nominal delay).
+    """
     if incomplete_reads <= FREE_READS:
         return 0.0
-    return min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** min(incomplete_reads - FREE_READS - 1, 16))
+    nominal = min(MAX_DELAY_S, FIRST_DELAY_S * 2.0 ** min(incomplete_reads - FREE_READS - 1, 16))
+    return nominal * (0.75 + 0.5 * spread)
+
+
+def spread_timeout(timeout_s: float, spread: float) -> float:
+    """A header timeout lengthened by up to ``HEADER_TIMEOUT_SPREAD`` (never shortened: the documented
+    value stays a floor), so connections opened together do not all time out together."""
+    return timeout_s * (1.0 + HEADER_TIMEOUT_SPREAD * spread)

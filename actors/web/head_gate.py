@@ -11,7 +11,7 @@ parsing, a search for the blank line that ends a head) until the first head is c
 then the stream goes to Hypercorn with those bytes given back (``PlainSocketStream.unread``),
 and Hypercorn reads them as if it had received them itself. A head that trickles is read in
 larger and larger pieces (``actors/core/trickle.py``), one that is not complete within
-``timeout_s`` is answered 408 and closed, and one longer than h11 would accept is answered
+``timeout_s`` (plus a spread of up to 10 %) is answered 408 and closed, and one longer than h11 would accept is answered
 431. Only the first head of a connection passes here; TLS connections go to Hypercorn
 directly (the TLS handshake comes first, and Hypercorn does it).
 """
@@ -19,10 +19,11 @@ directly (the TLS handshake comes first, and Hypercorn does it).
 from __future__ import annotations
 
 import logging
+import random
 
 import trio
 
-from actors.core.trickle import trickle_delay
+from actors.core.trickle import spread_timeout, trickle_delay
 from actors.web.http1 import encode_response, error_response, linger_close
 from actors.web.plain_stream import PlainSocketStream
 
@@ -50,7 +51,7 @@ async def read_first_head(stream: PlainSocketStream, *, timeout_s: float = HEAD_
     """
     buffer = bytearray()
     incomplete = 0
-    with trio.move_on_after(timeout_s):
+    with trio.move_on_after(spread_timeout(timeout_s, random.random())):
         while True:
             searched = len(buffer)
             try:
@@ -68,7 +69,7 @@ async def read_first_head(stream: PlainSocketStream, *, timeout_s: float = HEAD_
                               {"limit": max_bytes})
                 return False
             incomplete += 1
-            delay = trickle_delay(incomplete)
+            delay = trickle_delay(incomplete, random.random())
             if delay:
                 await trio.sleep(delay)
     if buffer:

@@ -48,6 +48,7 @@ import contextlib
 import errno
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from email.utils import formatdate
@@ -60,7 +61,7 @@ import orjson
 import trio
 
 from actors.core.errors import RouterError
-from actors.core.trickle import trickle_delay
+from actors.core.trickle import spread_timeout, trickle_delay
 from actors.web.errors import error_payload
 from actors.web.plain_stream import PlainSocketStream
 
@@ -408,7 +409,8 @@ class _Connection:
                         self.linger = True
                         return
                 if self.head_deadline == math.inf:
-                    self.head_deadline = trio.current_time() + self.limits.header_timeout_s
+                    self.head_deadline = trio.current_time() + spread_timeout(self.limits.header_timeout_s,
+                                                                              random.random())
             elif self.body_deadline == math.inf:
                 self.body_deadline = trio.current_time() + self.limits.body_timeout_s
 
@@ -443,7 +445,7 @@ class _Connection:
             if pending and not await self.answer():
                 return
             if self.head_reads and self.in_message and not self.head_done:
-                delay = trickle_delay(self.head_reads)
+                delay = trickle_delay(self.head_reads, random.random())
                 if delay:  # a trickling head: let the kernel gather its bytes (the header deadline still runs)
                     self.deadline = self.head_deadline
                     await trio.sleep(delay)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import itertools
 
-from actors.core.trickle import FIRST_DELAY_S, FREE_READS, MAX_DELAY_S, trickle_delay
+from actors.core.trickle import (
+    FIRST_DELAY_S,
+    FREE_READS,
+    HEADER_TIMEOUT_SPREAD,
+    MAX_DELAY_S,
+    spread_timeout,
+    trickle_delay,
+)
 
 
 def test_a_head_in_a_few_segments_is_never_delayed() -> None:
@@ -26,3 +33,12 @@ def test_a_trickling_head_is_read_at_most_about_once_a_second() -> None:
         reads += 1
         elapsed += max(trickle_delay(reads), 0.1)  # the client's own pace: a byte every 100 ms
     assert reads < 40
+
+
+def test_the_spread_scales_delays_by_a_quarter_either_way_and_only_lengthens_timeouts() -> None:
+    n = FREE_READS + 3
+    assert trickle_delay(n, 0.0) == 0.75 * trickle_delay(n)
+    assert trickle_delay(n, 0.999) < 1.25 * trickle_delay(n)
+    assert trickle_delay(FREE_READS, 0.9) == 0.0
+    assert spread_timeout(20.0, 0.0) == 20.0
+    assert 20.0 < spread_timeout(20.0, 0.999) < 20.0 * (1 + HEADER_TIMEOUT_SPREAD)

@@ -809,5 +809,5 @@ async def test_a_trickling_head_that_never_ends_is_cut_at_the_header_timeout(
             except trio.BrokenResourceError:
                 pass
         assert_error(await raw.answer(), 408, "request_timeout")
-        assert 20.0 <= trio.current_time() - started < 25.0
-        assert len(listener.reads) < 40, f"{len(listener.reads)} reads in 20 s"
+        assert 20.0 <= trio.current_time() - started < 25.0  # the timeout, spread by up to 10 %
+        assert len(listener.reads) < 50, f"{len(listener.reads)} reads in 20-22 s (one per byte: 200+)"
