@@ -34,6 +34,7 @@ from actors.storage.model_repo import (
     parse_metadata,
 )
 
+_FLOAT32 = np.dtype(np.float32)
 _INTERPRETER_MODULES = ("tflite_runtime.interpreter", "ai_edge_litert.interpreter")
 
 log = logging.getLogger("model_router.models")
@@ -370,6 +371,12 @@ class LoadedModel:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities, float32 (n, n_labels), for a float32 (n, input_dim) batch, n >= 1."""
+        if batch.shape == (1, self.input_dim) and batch.dtype == _FLOAT32 and batch.flags.c_contiguous:
+            # One request's row, as the request path builds it: straight to the batch-1 interpreter.
+            slot = self._single
+            slot.set_input(slot.input_index, batch)
+            slot.invoke()
+            return slot.read_output(slot.output_index)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 2 or batch.shape[1] != self.input_dim or batch.shape[0] < 1:
             raise ValueError(f"expected a batch of shape (n>=1, {self.input_dim}), got {batch.shape}")
