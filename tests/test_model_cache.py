@@ -419,7 +419,7 @@ async def test_unload_idle_directly(repo: Path) -> None:
     cache = ModelCache(send)
     actor = _CacheActor(repo, CacheLimits(), Metrics(), cache, lambda: frozenset({"backup"}), frozenset,
                         lambda name: frozenset())
-    actor.rescan()
+    await actor.rescan()
     for name in ("backup", "fast", "windowed"):
         model = await trio.to_thread.run_sync(load_model, repo / name / "1", name, "1")
         actor.install(model, make_active=False)
