@@ -8,6 +8,7 @@ bounded with ``trio.fail_after``.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,7 +20,7 @@ import trio
 import trio.testing
 
 from actors.core.errors import InvalidInput
-from actors.web.http1 import Handler, Limits, Request, Response, serve
+from actors.web.http1 import BacklogAcceptor, Handler, Limits, Request, Response, serve
 
 HINT = "WebSocket is served on the main port 8000 (ws://<host>:8000/ws/predict)"
 BOUND = 5.0
@@ -811,3 +812,44 @@ async def test_a_trickling_head_that_never_ends_is_cut_at_the_header_timeout(
         assert_error(await raw.answer(), 408, "request_timeout")
         assert 20.0 <= trio.current_time() - started < 25.0  # the timeout, spread by up to 10 %
         assert len(listener.reads) < 50, f"{len(listener.reads)} reads in 20-22 s (one per byte: 200+)"
+
+
+# ------------------------------------------------------------ accept backlog ----
+
+
+async def test_the_backlog_acceptor_takes_every_waiting_connection_without_waiting() -> None:
+    """What the accept loop drains after each accept: all connections queued, then None at once."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listener = listeners[0]
+    port = listener.socket.getsockname()[1]
+    backlog = BacklogAcceptor(listener)
+    clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(5)]
+    try:
+        # Each connect returned once the kernel had completed its handshake: all five are queued.
+        taken = [backlog.accept_now() for _ in range(5)]
+        assert None not in taken
+        assert backlog.accept_now() is None
+        for client in clients:
+            await client.send_all(b"x")
+        for stream in taken:
+            assert stream is not None
+            assert stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            with trio.fail_after(BOUND):
+                assert await stream.receive_some(10) == b"x"
+            await stream.aclose()
+    finally:
+        backlog.close()
+        for client in clients:
+            await client.aclose()
+        await listener.aclose()
+    assert listener.socket.fileno() == -1  # closing the duplicate left the listener's own close to it
+
+
+async def test_connections_arriving_together_are_all_served() -> None:
+    async with running() as server:
+        raws = [Raw(await trio.open_tcp_stream("127.0.0.1", server.port)) for _ in range(20)]
+        for raw in raws:
+            await raw.send(get("/hello"))
+        for raw in raws:
+            assert (await raw.answer()).status == 200
+            await raw.aclose()
