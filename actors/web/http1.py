@@ -158,7 +158,7 @@ _METHODS = {method.encode("ascii"): method for method in ("GET", "HEAD", "POST",
 _KEEP_ALIVE_END = b"\r\n"
 _HTTP10_KEEP_ALIVE_END = b"connection: keep-alive\r\n\r\n"
 _CLOSE_END = b"connection: close\r\n\r\n"
-_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _RESOLVED_CACHE = 256
 _LINGER_S = 1.0
 _LINGER_BYTES = 1024 * 1024
@@ -715,7 +715,7 @@ async def _accept_loop(listener: trio.abc.Listener[Any], server: _Server, slots:
                 stream = await listener.accept()
             except OSError as exc:
                 slots.release()
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                     raise
                 log.error("data plane: accept failed (%s); retrying in 100 ms",
                           errno.errorcode.get(exc.errno, exc.errno))

@@ -1,7 +1,8 @@
 """Hypercorn's Trio worker for the main port, with each plain-TCP connection's first head read first.
 
-This is ``hypercorn.trio.run.worker_serve`` (Hypercorn 0.18) with one change: the handler
-given to ``trio.serve_listeners`` reads a connection's first request head itself
+This is ``hypercorn.trio.run.worker_serve`` (Hypercorn 0.18) with two changes: each accept
+also takes the connections already waiting in the backlog (``_accept_loop``), and each
+connection's first request head is read here
 (``actors/web/head_gate.py``: trickling heads cost little, an unfinished one is cut at a
 timeout) before Hypercorn's ``TCPServer`` takes the connection. Hypercorn offers no hook for
 that, so the worker is reproduced here, from the same parts, in the same order: the
@@ -13,6 +14,8 @@ minor version these parts were read from; tests/web/test_main_port_gate.py fails
 
 from __future__ import annotations
 
+import errno
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -28,7 +31,10 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 
 from actors.web.head_gate import HEAD_TIMEOUT_S, read_first_head
+from actors.web.http1 import ACCEPT_BATCH, ACCEPT_CAPACITY_ERRNOS, BacklogAcceptor
 from actors.web.plain_stream import PlainSocketStream
+
+log = logging.getLogger("model_router.http")
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -55,8 +61,16 @@ class _Gates:
 async def _connection(app: AppWrapper, config: Config, context: WorkerContext, state: LifespanState,
                       gates: _Gates, head_timeout_s: float, stream: trio.abc.Stream) -> None:
     """One accepted connection: through the head gate if it is plain TCP, then Hypercorn's."""
-    if type(stream) is trio.SocketStream:
-        plain = PlainSocketStream.adopt(stream)
+    try:
+        await _gated(app, config, context, state, gates, head_timeout_s, stream)
+    finally:
+        await trio.aclose_forcefully(stream)  # as trio.serve_listeners does; a no-op once closed
+
+
+async def _gated(app: AppWrapper, config: Config, context: WorkerContext, state: LifespanState,
+                 gates: _Gates, head_timeout_s: float, stream: trio.abc.Stream) -> None:
+    if type(stream) is trio.SocketStream or type(stream) is PlainSocketStream:
+        plain = stream if type(stream) is PlainSocketStream else PlainSocketStream.adopt(stream)
         passed = False
         with trio.CancelScope() as scope:
             if gates.closing:
@@ -72,6 +86,49 @@ async def _connection(app: AppWrapper, config: Config, context: WorkerContext, s
             return
         stream = plain
     await TCPServer(app, config, context, ConnectionState(state.copy()), stream)  # type: ignore[arg-type]
+
+
+async def _accept_loop(listener: trio.abc.Listener[Any], handler: Callable[[trio.abc.Stream], Awaitable[None]],
+                       connections: trio.Nursery) -> None:
+    """``trio.serve_listeners`` for one listener, taking the whole backlog after each accept.
+
+    Trio's accept yields once per connection; under load one scheduler pass runs every
+    connection's pending work, so clients that connect together (a pool reconnecting after a
+    deploy) waited one pass each. Plain TCP listeners drain the backlog with
+    ``BacklogAcceptor`` (the data plane's, ``actors/web/http1.py``); running out of
+    descriptors is logged and retried after 100 ms, as trio does.
+    """
+    backlog = BacklogAcceptor(listener) if type(listener) is trio.SocketListener else None
+    try:
+        async with listener:  # closed when serving ends, as trio.serve_listeners does: new clients are refused
+            await _accept_until_cancelled(listener, handler, connections, backlog)
+    finally:
+        if backlog is not None:
+            backlog.close()  # the duplicate descriptor too, or the socket would stay open behind it
+
+
+async def _accept_until_cancelled(listener: trio.abc.Listener[Any],
+                                  handler: Callable[[trio.abc.Stream], Awaitable[None]],
+                                  connections: trio.Nursery, backlog: BacklogAcceptor | None) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                raise
+            log.error("main port: accept failed (%s); retrying in 100 ms",
+                      errno.errorcode.get(exc.errno, exc.errno))
+            await trio.sleep(0.1)
+            continue
+        connections.start_soon(handler, stream)
+        for _ in range(ACCEPT_BATCH if backlog is not None else 0):
+            try:
+                waiting = backlog.accept_now()  # type: ignore[union-attr]
+            except OSError:
+                break  # out of descriptors: the next accept reports it
+            if waiting is None:
+                break
+            connections.start_soon(handler, waiting)
 
 
 async def serve(
@@ -117,8 +174,8 @@ async def serve(
                 async with trio.open_nursery(strict_exception_groups=True) as nursery:
                     nursery.start_soon(raise_shutdown, shutdown_trigger)
                     nursery.start_soon(raise_shutdown, context.terminate.wait)
-                    nursery.start_soon(partial(trio.serve_listeners, handler, listeners,
-                                               handler_nursery=server_nursery))
+                    for listener in listeners:
+                        nursery.start_soon(_accept_loop, listener, handler, server_nursery)
                     await trio.sleep_forever()
             except BaseExceptionGroup as error:
                 _, other_errors = error.split((ShutdownError, KeyboardInterrupt))

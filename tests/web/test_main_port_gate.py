@@ -163,3 +163,15 @@ async def test_upgrade_requests_pass_the_gate(pieces: int) -> None:
             answer = await stream.receive_some(65536)
         assert answer.startswith(b"HTTP/1.1 ")  # Hypercorn answered the handshake (not a timeout)
         assert not answer.startswith(b"HTTP/1.1 408")
+
+
+async def test_connections_arriving_together_are_all_served_through_the_backlog() -> None:
+    """The accept loop takes the waiting connections in bulk (``BacklogAcceptor``); each still passes the gate."""
+    async with gated() as (port, _stop, _stopped):
+        streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(20)]
+        for i, stream in enumerate(streams):
+            await stream.send_all(f"POST /c{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\n"
+                                  f"{i % 10}".encode())
+        for i, stream in enumerate(streams):
+            status, body = split(await read_all(stream))
+            assert status == 200 and body["path"] == f"/c{i}" and body["body"] == str(i % 10)
