@@ -704,6 +704,19 @@ class BacklogAcceptor:
         self.raw.close()
 
 
+async def accept_retrying(listener: trio.abc.Listener[Any], where: str) -> trio.abc.Stream | None:
+    """One accepted connection, or None after the process ran out of descriptors (or memory):
+    that is logged and waited out for 100 ms, as ``trio.serve_listeners`` does; other errors raise."""
+    try:
+        return await listener.accept()
+    except OSError as exc:
+        if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+            raise
+        log.error("%s: accept failed (%s); retrying in 100 ms", where, errno.errorcode.get(exc.errno, exc.errno))
+        await trio.sleep(0.1)
+        return None
+
+
 async def _accept_loop(listener: trio.abc.Listener[Any], server: _Server, slots: trio.Semaphore,
                        connections: trio.Nursery) -> None:
     """Accept only while a connection slot is free: back-pressure lives in the kernel backlog."""
@@ -712,18 +725,13 @@ async def _accept_loop(listener: trio.abc.Listener[Any], server: _Server, slots:
         while True:
             await slots.acquire()
             try:
-                stream = await listener.accept()
-            except OSError as exc:
-                slots.release()
-                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                log.error("data plane: accept failed (%s); retrying in 100 ms",
-                          errno.errorcode.get(exc.errno, exc.errno))
-                await trio.sleep(0.1)
-                continue
+                stream = await accept_retrying(listener, "data plane")
             except BaseException:
                 slots.release()
                 raise
+            if stream is None:
+                slots.release()
+                continue
             connections.start_soon(server.handle, stream, slots)
             if backlog is not None:
                 _take_backlog(backlog, server, slots, connections)

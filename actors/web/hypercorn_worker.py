@@ -14,8 +14,6 @@ minor version these parts were read from; tests/web/test_main_port_gate.py fails
 
 from __future__ import annotations
 
-import errno
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -31,10 +29,8 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 
 from actors.web.head_gate import HEAD_TIMEOUT_S, read_first_head
-from actors.web.http1 import ACCEPT_BATCH, ACCEPT_CAPACITY_ERRNOS, BacklogAcceptor
+from actors.web.http1 import ACCEPT_BATCH, BacklogAcceptor, accept_retrying
 from actors.web.plain_stream import PlainSocketStream
-
-log = logging.getLogger("model_router.http")
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -111,14 +107,8 @@ async def _accept_until_cancelled(listener: trio.abc.Listener[Any],
                                   handler: Callable[[trio.abc.Stream], Awaitable[None]],
                                   connections: trio.Nursery, backlog: BacklogAcceptor | None) -> None:
     while True:
-        try:
-            stream = await listener.accept()
-        except OSError as exc:
-            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                raise
-            log.error("main port: accept failed (%s); retrying in 100 ms",
-                      errno.errorcode.get(exc.errno, exc.errno))
-            await trio.sleep(0.1)
+        stream = await accept_retrying(listener, "main port")
+        if stream is None:
             continue
         connections.start_soon(handler, stream)
         for _ in range(ACCEPT_BATCH if backlog is not None else 0):
