@@ -76,7 +76,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from processes import free_port, write_bench_rules  # noqa: E402
+from processes import build_bench_repository, free_port, write_bench_rules  # noqa: E402
 
 MODEL = "tlob_tiny"
 DEFAULT_MODEL = "baseline_mlp"
@@ -237,15 +237,6 @@ def subscriber_process(host: str, port: int, count: int, never_reading: int, slo
 # ---------------------------------------------------------------- server ----
 
 
-def build_repository(root: Path) -> Path:
-    from actors.build.demo_models import build_random_model
-
-    repo = root / "models"
-    build_random_model(repo, MODEL, "1", FEATURES, seed=1)
-    build_random_model(repo, DEFAULT_MODEL, "1", FEATURES, seed=3)
-    return repo
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -383,7 +374,7 @@ def raise_fd_limit(needed: int) -> None:
 
 def run(args: argparse.Namespace, folder: Path) -> int:
     raise_fd_limit(args.subscribers + args.never_reading + args.slow_loris + 512)
-    repo = build_repository(folder)
+    repo = build_bench_repository(folder, MODEL, DEFAULT_MODEL, FEATURES)
     config = write_bench_rules(folder, repo, MODEL, DEFAULT_MODEL)
     port, data_port = free_port(), free_port()
     admin = secrets.token_hex(16)

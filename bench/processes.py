@@ -21,6 +21,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def build_bench_repository(root: Path, model: str, default_model: str, features: tuple[str, ...]) -> Path:
+    """``root/models``: ``model`` v1 and ``default_model`` v1, random MLPs over ``features``
+    (fixed seeds): the repository of the switching benches; they add ``model`` v2 themselves."""
+    from actors.build.demo_models import build_random_model  # the benches put the repository on sys.path
+
+    repo = root / "models"
+    build_random_model(repo, model, "1", features, seed=1)
+    build_random_model(repo, default_model, "1", features, seed=3)
+    return repo
+
+
 def write_bench_rules(root: Path, repo: Path, model: str, default_model: str) -> Path:
     """``root/conf/rules.yml``: one rule (crypto under a minute -> ``model``), ``model`` preloaded,
     performance logging, reload watching and backups off: the fixed config of the switching benches."""

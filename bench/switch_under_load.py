@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from processes import write_bench_rules  # noqa: E402
+from processes import build_bench_repository, write_bench_rules  # noqa: E402
 
 from actors.build.demo_models import build_random_model  # noqa: E402
 
@@ -78,13 +78,6 @@ class StartupFailed(Exception):
 
 
 # ------------------------------------------------------------------ setup ----
-
-
-def build_repository(root: Path) -> Path:
-    repo = root / "models"
-    build_random_model(repo, MODEL, "1", FEATURES, seed=1)
-    build_random_model(repo, DEFAULT_MODEL, "1", FEATURES, seed=3)
-    return repo
 
 
 def deploy_second_version(repo: Path) -> None:
@@ -395,7 +388,7 @@ def main() -> int:
     exit_code: int | None = None
     status = 0
     try:
-        repo = build_repository(folder)
+        repo = build_bench_repository(folder, MODEL, DEFAULT_MODEL, FEATURES)
         config = write_bench_rules(folder, repo, MODEL, DEFAULT_MODEL)
         port = free_port()
         prefix, pinning = cpu_plan()

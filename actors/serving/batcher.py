@@ -68,18 +68,6 @@ class Batcher:
     def worth_batching(self, key: ModelKey) -> bool:
         return self.call_us.get(key, 0.0) >= self.settings.min_call_us
 
-    def note_cost(self, key: ModelKey, call_us: float) -> None:
-        """A single call's cost, measured by the caller (the request path's inline calls)."""
-        recent = self.samples.get(key)
-        if recent is None:
-            recent = self.samples[key] = deque(maxlen=COST_SAMPLES)
-        recent.append(call_us)
-        self.call_us[key] = min(recent)
-
-    def solo(self, key: ModelKey) -> bool:
-        """Should this request's call run alone, now? (no batch open, and batching would not pay)"""
-        return key not in self.open and (not self.worth_batching(key) or not self.contended(key))
-
     def inline(self, key: ModelKey, model: LoadedModel, row: np.ndarray, run: Runner) -> np.ndarray:
         """Run alone and update the version's single-call cost.
 
@@ -88,7 +76,11 @@ class Batcher:
         """
         started = time.perf_counter()
         out = run(model, row.reshape(1, -1))[0]
-        self.note_cost(key, (time.perf_counter() - started) * 1e6)
+        recent = self.samples.get(key)
+        if recent is None:
+            recent = self.samples[key] = deque(maxlen=COST_SAMPLES)
+        recent.append((time.perf_counter() - started) * 1e6)
+        self.call_us[key] = min(recent)
         return out
 
     def contended(self, key: ModelKey) -> bool:

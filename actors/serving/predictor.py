@@ -166,14 +166,22 @@ class Predictor:
         return chain
 
     def primary(self, request: PredictRequest, selection: Selection | None) -> tuple[Attempt, TrafficPlan | None]:
-        """The first choice: the named version, or the version the model's plan assigns this key."""
+        """The first choice as an Attempt (explicit when the request named its version), with the model's plan."""
+        name, version, plan = self.first_choice(request, selection)
+        return Attempt(name, version, "explicit" if request.model_version is not None else "primary"), plan
+
+    def first_choice(self, request: PredictRequest,
+                     selection: Selection | None) -> tuple[str, str | None, TrafficPlan | None]:
+        """(model, version, plan): the named version, or the version the model's plan assigns this
+        key (symbol, else correlation id); version None means the model's serving version.
+        Plain values, no Attempt: ``quick_model`` asks this for every request and batch item."""
         name = request.model_name or (selection.model if selection is not None else "")
         if request.model_version is not None:
-            return Attempt(name, request.model_version, "explicit"), None
+            return name, request.model_version, None
         plan = self.transitions.plan(name)
         if plan is None:
-            return Attempt(name, None, "primary"), None
-        return Attempt(name, plan.pick(request.symbol or request.correlation_id), "primary"), plan
+            return name, None, None
+        return name, plan.pick(request.symbol or request.correlation_id), plan
 
     async def usable(self, chain: list[Attempt], start: int,
                      skip: frozenset[tuple[str, str]]) -> tuple[int, LoadedModel | None, RouterError | None]:
@@ -333,15 +341,9 @@ class Predictor:
         if isinstance(model, RemoteModel):
             return (await self.run_remote(model, row.reshape(1, -1), deadline))[0]
         key = (model.name, model.version)
-        batcher = self.batcher
-        if batcher is None or not self.calls.ready(key):
+        if self.batcher is None or not self.calls.ready(key):
             return (await self.call(model, row.reshape(1, -1), deadline))[0]
-        if batcher.solo(key):  # the common case, without the batcher's frames: run now, note the cost
-            started = time.perf_counter()
-            out = self.run_model(model, row.reshape(1, -1))[0]
-            batcher.note_cost(key, (time.perf_counter() - started) * 1e6)
-            return out
-        return await batcher.submit(model, row, self.run_model)
+        return await self.batcher.submit(model, row, self.run_model)
 
     def deadline(self) -> float:
         """This request's deadline on the trio clock (``config.request_deadline_ms``, live)."""
@@ -490,13 +492,7 @@ class Predictor:
         loaded, or a model outside ``principal``'s workspace takes the full path (which
         explains a refusal).
         """
-        # ``primary`` without its Attempt: this runs for every request and batch item.
-        name = request.model_name or (selection.model if selection is not None else "")
-        version = request.model_version
-        if version is None:
-            plan = self.transitions.plan(name)
-            if plan is not None:
-                version = plan.pick(request.symbol or request.correlation_id)
+        name, version, _plan = self.first_choice(request, selection)
         if principal is not None and not model_allowed(principal, name):
             return None
         model = self.cache.lookup(name, version)
@@ -586,8 +582,9 @@ class Predictor:
                 group = groups[(model.name, model.version)] = Group(model, self.operation_of(model))
             group.add(index, request, selection, row, fallback_from)
         self.count_routes(routed, started)
-        for group in groups.values():
-            if self.checked(group, results):
+        for unchecked in groups.values():
+            group = self.checked(unchecked, results)
+            if group is not None:
                 await self.run_group(group, results, started, deadline, principal)
         failed = sum(1 for r in results if r is not None and "error" in r)
         return {
@@ -597,17 +594,17 @@ class Predictor:
             "latency_ms": elapsed_ms(started),
         }
 
-    def checked(self, group: Group, results: list[dict[str, Any] | None]) -> bool:
-        """Check the group's input values at once; rows that fail get their own 422 and leave.
+    def checked(self, group: Group, results: list[dict[str, Any] | None]) -> Group | None:
+        """The group with its input values checked: rows that fail get their own 422 and leave.
 
         One C-level pass over the whole group's values (``numbers_ok``) replaces one per item;
-        only when it fails is each row checked alone, for the error naming its feature.
-        False when no row is left to run.
+        only when it fails is each row checked alone, for the error naming its feature. None
+        when no row is left to run.
         """
         if numbers_ok(list(itertools.chain.from_iterable(group.rows))):
-            return True
+            return group
         meta = group.model.metadata
-        keep = Group(group.model, group.operation_id)
+        kept = Group(group.model, group.operation_id)
         for index, request, selection, row, fallback in zip(group.indexes, group.requests, group.selections,
                                                              group.rows, group.fallbacks, strict=True):
             try:
@@ -616,10 +613,8 @@ class Predictor:
             except RouterError as error:
                 results[index] = {"index": index, **self.render_error(error)}
                 continue
-            keep.add(index, request, selection, row, fallback)
-        group.indexes, group.requests, group.selections = keep.indexes, keep.requests, keep.selections
-        group.rows, group.fallbacks = keep.rows, keep.fallbacks
-        return bool(group.indexes)
+            kept.add(index, request, selection, row, fallback)
+        return kept if kept.indexes else None
 
     def count_routes(self, routed: Counter[Selection], started: float) -> None:
         for selection, count in routed.items():

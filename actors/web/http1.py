@@ -45,12 +45,9 @@ whole receives that end inside a head, and answers 431 past ``max_header_bytes``
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
-import os
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from email.utils import formatdate
@@ -64,6 +61,7 @@ import trio
 
 from actors.core.errors import RouterError
 from actors.core.trickle import spread_timeout, trickle_delay
+from actors.web.accepting import ACCEPT_BATCH, accept_retrying, backlog_of
 from actors.web.errors import error_payload
 from actors.web.plain_stream import PlainSocketStream
 
@@ -158,7 +156,6 @@ _METHODS = {method.encode("ascii"): method for method in ("GET", "HEAD", "POST",
 _KEEP_ALIVE_END = b"\r\n"
 _HTTP10_KEEP_ALIVE_END = b"connection: keep-alive\r\n\r\n"
 _CLOSE_END = b"connection: close\r\n\r\n"
-ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _RESOLVED_CACHE = 256
 _LINGER_S = 1.0
 _LINGER_BYTES = 1024 * 1024
@@ -672,56 +669,14 @@ class _Server:
                 connection.timer.cancel()
 
 
-#: Connections taken from the backlog per wake-up of an accept loop, beyond the first.
-ACCEPT_BATCH = 64
-
-
-class BacklogAcceptor:
-    """Takes connections already waiting in a plain TCP listener's backlog, without waiting.
-
-    ``trio.SocketListener.accept`` passes through the scheduler once per connection. On a
-    busy server one pass runs every connection's pending request (16 batches of 256 items:
-    ~64 ms here), so the 16th of 16 clients that connected together waited ~1 s just to be
-    accepted. This reads the backlog dry (up to ``ACCEPT_BATCH``) after each accept, through
-    a duplicate of the listening socket's descriptor (same open file, so same queue, and
-    non-blocking like the original).
-    """
-
-    def __init__(self, listener: trio.SocketListener) -> None:
-        self.raw = socket.socket(fileno=os.dup(listener.socket.fileno()))
-
-    def accept_now(self) -> PlainSocketStream | None:
-        """A connection from the backlog as the data plane's stream, or None when the backlog is empty."""
-        try:
-            conn, _ = self.raw.accept()
-        except BlockingIOError:
-            return None
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as trio.SocketStream sets it
-        return PlainSocketStream(conn)
-
-    def close(self) -> None:
-        self.raw.close()
-
-
-async def accept_retrying(listener: trio.abc.Listener[Any], where: str) -> trio.abc.Stream | None:
-    """One accepted connection, or None after the process ran out of descriptors (or memory):
-    that is logged and waited out for 100 ms, as ``trio.serve_listeners`` does; other errors raise."""
-    try:
-        return await listener.accept()
-    except OSError as exc:
-        if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-            raise
-        log.error("%s: accept failed (%s); retrying in 100 ms", where, errno.errorcode.get(exc.errno, exc.errno))
-        await trio.sleep(0.1)
-        return None
-
-
 async def _accept_loop(listener: trio.abc.Listener[Any], server: _Server, slots: trio.Semaphore,
                        connections: trio.Nursery) -> None:
-    """Accept only while a connection slot is free: back-pressure lives in the kernel backlog."""
-    backlog = BacklogAcceptor(listener) if type(listener) is trio.SocketListener else None
-    try:
+    """Accept only while a connection slot is free: back-pressure lives in the kernel backlog.
+
+    After each accept, the connections already waiting are taken too (``accepting.py``), as
+    many as free slots allow; each handler releases its slot.
+    """
+    with backlog_of(listener) as backlog:
         while True:
             await slots.acquire()
             try:
@@ -733,34 +688,9 @@ async def _accept_loop(listener: trio.abc.Listener[Any], server: _Server, slots:
                 slots.release()
                 continue
             connections.start_soon(server.handle, stream, slots)
-            if backlog is not None:
-                _take_backlog(backlog, server, slots, connections)
-    finally:
-        if backlog is not None:
-            backlog.close()
-
-
-def _take_backlog(backlog: BacklogAcceptor, server: _Server, slots: trio.Semaphore,
-                  connections: trio.Nursery) -> None:
-    """Start a handler for each connection already waiting, while slots last (each holds one).
-
-    Called with the slot of the connection just accepted still held by its handler; an
-    ``OSError`` here (out of descriptors) leaves the backlog to the next accept.
-    """
-    for _ in range(ACCEPT_BATCH):
-        try:
-            slots.acquire_nowait()
-        except trio.WouldBlock:
-            return
-        try:
-            stream = backlog.accept_now()
-        except OSError:
-            slots.release()
-            return
-        if stream is None:
-            slots.release()
-            return
-        connections.start_soon(server.handle, stream, slots)
+            for waiting in backlog.waiting(min(ACCEPT_BATCH, slots.value)):
+                slots.acquire_nowait()
+                connections.start_soon(server.handle, waiting, slots)
 
 
 async def serve(

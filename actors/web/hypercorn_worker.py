@@ -28,8 +28,8 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 
+from actors.web.accepting import ACCEPT_BATCH, accept_retrying, backlog_of
 from actors.web.head_gate import HEAD_TIMEOUT_S, read_first_head
-from actors.web.http1 import ACCEPT_BATCH, BacklogAcceptor, accept_retrying
 from actors.web.plain_stream import PlainSocketStream
 
 if sys.version_info < (3, 11):
@@ -86,39 +86,18 @@ async def _gated(app: AppWrapper, config: Config, context: WorkerContext, state:
 
 async def _accept_loop(listener: trio.abc.Listener[Any], handler: Callable[[trio.abc.Stream], Awaitable[None]],
                        connections: trio.Nursery) -> None:
-    """``trio.serve_listeners`` for one listener, taking the whole backlog after each accept.
-
-    Trio's accept yields once per connection; under load one scheduler pass runs every
-    connection's pending work, so clients that connect together (a pool reconnecting after a
-    deploy) waited one pass each. Plain TCP listeners drain the backlog with
-    ``BacklogAcceptor`` (the data plane's, ``actors/web/http1.py``); running out of
-    descriptors is logged and retried after 100 ms, as trio does.
-    """
-    backlog = BacklogAcceptor(listener) if type(listener) is trio.SocketListener else None
-    try:
-        async with listener:  # closed when serving ends, as trio.serve_listeners does: new clients are refused
-            await _accept_until_cancelled(listener, handler, connections, backlog)
-    finally:
-        if backlog is not None:
-            backlog.close()  # the duplicate descriptor too, or the socket would stay open behind it
-
-
-async def _accept_until_cancelled(listener: trio.abc.Listener[Any],
-                                  handler: Callable[[trio.abc.Stream], Awaitable[None]],
-                                  connections: trio.Nursery, backlog: BacklogAcceptor | None) -> None:
-    while True:
-        stream = await accept_retrying(listener, "main port")
-        if stream is None:
-            continue
-        connections.start_soon(handler, stream)
-        for _ in range(ACCEPT_BATCH if backlog is not None else 0):
-            try:
-                waiting = backlog.accept_now()  # type: ignore[union-attr]
-            except OSError:
-                break  # out of descriptors: the next accept reports it
-            if waiting is None:
-                break
-            connections.start_soon(handler, waiting)
+    """``trio.serve_listeners`` for one listener, with the backlog taken after each accept
+    (``actors/web/accepting.py``). The listener is closed when serving ends, as
+    ``serve_listeners`` does, so new clients are refused while in-flight requests drain."""
+    with backlog_of(listener) as backlog:
+        async with listener:
+            while True:
+                stream = await accept_retrying(listener, "main port")
+                if stream is None:
+                    continue
+                connections.start_soon(handler, stream)
+                for waiting in backlog.waiting(ACCEPT_BATCH):
+                    connections.start_soon(handler, waiting)
 
 
 async def serve(

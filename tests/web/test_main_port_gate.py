@@ -166,7 +166,7 @@ async def test_upgrade_requests_pass_the_gate(pieces: int) -> None:
 
 
 async def test_connections_arriving_together_are_all_served_through_the_backlog() -> None:
-    """The accept loop takes the waiting connections in bulk (``BacklogAcceptor``); each still passes the gate."""
+    """The accept loop takes the waiting connections in bulk (``accepting.Backlog``); each still passes the gate."""
     async with gated() as (port, _stop, _stopped):
         streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(20)]
         for i, stream in enumerate(streams):

@@ -46,6 +46,16 @@ async def _hello(ws: WebSocketConnection) -> None:
     assert hello["type"] == "subscribed", hello
 
 
+async def _subscribed(nursery: trio.Nursery, url: str, count: int) -> list[WebSocketConnection]:
+    """``count`` subscribers on ``url``, each past its ``subscribed`` hello."""
+    sockets = []
+    for _ in range(count):
+        ws = await nursery.start(_open, url)
+        await _hello(ws)
+        sockets.append(ws)
+    return sockets
+
+
 async def _symbols(ws: WebSocketConnection, count: int) -> list[str]:
     with trio.fail_after(10):
         return [json.loads(await ws.get_message())["symbol"] for _ in range(count)]
@@ -56,11 +66,7 @@ async def test_every_subscriber_gets_every_event_of_each_burst_in_order(config_p
     async with running_app(config_path) as h:
         url = h.url.replace("http://", "ws://") + "/ws/switches"
         async with trio.open_nursery() as nursery:
-            sockets = []
-            for _ in range(19):
-                ws = await nursery.start(_open, url)
-                await _hello(ws)
-                sockets.append(ws)
+            sockets = await _subscribed(nursery, url, 19)
             eth = await nursery.start(_open, url + "?symbol=ETH")
             await _hello(eth)
             bursts = [[_event(f"S{b}{i}") for i in range(5)] for b in range(3)]
@@ -139,11 +145,7 @@ async def test_a_subscriber_that_stops_reading_is_dropped_and_closed_and_the_oth
         stalled = await _never_reading(port)
         url = h.url.replace("http://", "ws://") + "/ws/switches"
         async with trio.open_nursery() as nursery:
-            readers = []
-            for _ in range(3):
-                ws = await nursery.start(_open, url)
-                await _hello(ws)
-                readers.append(ws)
+            readers = await _subscribed(nursery, url, 3)
             assert len(feed.subscribers) == 4
             published = 0
             while _dropped(h) == 0:
