@@ -13,7 +13,6 @@ Run: ``python app.py --config conf/model_router_rules.yml --host 127.0.0.1 --por
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sys
@@ -43,6 +42,8 @@ from actors.control_bus import ControlBus
 from actors.core.access import AccessConfigError, AccessPolicy
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
 from actors.core.feedback_index import FeedbackIndex
+from actors.core.gc_policy import DEFAULT_GC_THRESHOLDS, parse_gc_thresholds
+from actors.core.gc_policy import settle as settle_heap
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
 from actors.lifecycle import LOG_FORMATS, ActorGroup, configure_logging, stop_on_signals, supervise_workers
@@ -103,6 +104,8 @@ class Options:
     log_format: str = "plain"
     #: Seconds between active health checks of remote versions' endpoints (docs/remote-models.md).
     endpoint_check_seconds: float = 2.0
+    #: The cyclic collector's thresholds, applied once serving (actors/core/gc_policy.py).
+    gc_thresholds: tuple[int, int, int] = DEFAULT_GC_THRESHOLDS
 
 
 @attrs.frozen
@@ -286,10 +289,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         log.info("model-router %s serving %s on %s%s (rules %s, %d rules, repository %s)",
                  SERVICE_VERSION, options.config, url, f", data plane on {data_url}" if data_url else "",
                  config.config_hash, len(config.rules), repository)
-        # Everything built so far lives as long as the process: keep it out of the cyclic
-        # collector's walks, so collections during requests and reloads stay short.
-        gc.collect()
-        gc.freeze()
+        settle_heap(options.gc_thresholds)
         task_status.started(Running(url, service, data_url))
         await service.stop.wait()
         # Both ports drain at once: Hypercorn returns once in-flight requests are answered
@@ -352,7 +352,14 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     log_format = environ.get("MODEL_ROUTER_LOG_FORMAT", "").strip().lower() or "plain"
     parser.add_argument("--log-format", choices=LOG_FORMATS, default=log_format,
                         help="plain text, or one JSON object per line (env MODEL_ROUTER_LOG_FORMAT)")
+    parser.add_argument("--gc-thresholds", default=environ.get("MODEL_ROUTER_GC_THRESHOLDS", "default"),
+                        help="cyclic GC thresholds young,middle,old (env MODEL_ROUTER_GC_THRESHOLDS; default "
+                             f"{','.join(map(str, DEFAULT_GC_THRESHOLDS))}; 'python' for CPython's 700,10,10)")
     args = parser.parse_args(argv)
+    try:
+        gc_thresholds = parse_gc_thresholds(args.gc_thresholds)
+    except ValueError as exc:
+        parser.error(f"--gc-thresholds: {exc}")
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     if args.log_format not in LOG_FORMATS:  # argparse checks choices given as options, not defaults
@@ -368,7 +375,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port, log_format=args.log_format,
         certfile=Path(args.certfile).resolve() if args.certfile else None,
         keyfile=Path(args.keyfile).resolve() if args.keyfile else None, rules_source=args.rules_source,
-        replica_id=args.replica_id, advertise_url=args.advertise_url,
+        replica_id=args.replica_id, advertise_url=args.advertise_url, gc_thresholds=gc_thresholds,
     )
     return options, args.log_level
 

@@ -77,6 +77,19 @@ def test_json_formatter_fields_context_and_extra() -> None:
     assert "\n" not in line and "ValueError: boom" in json.loads(line)["exception"]
 
 
+def test_gc_thresholds_option_environment_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "rules.yml"
+    assert app.parse_options(["--config", str(config)], {})[0].gc_thresholds == app.DEFAULT_GC_THRESHOLDS
+    environ = {"MODEL_ROUTER_GC_THRESHOLDS": "python"}
+    assert app.parse_options(["--config", str(config)], environ)[0].gc_thresholds == (700, 10, 10)
+    argv = ["--config", str(config), "--gc-thresholds", "5000,10,20"]
+    assert app.parse_options(argv, environ)[0].gc_thresholds == (5000, 10, 20)  # the option wins
+    with pytest.raises(SystemExit) as exited:
+        app.parse_options(["--config", str(config), "--gc-thresholds", "0,10,10"], {})
+    assert exited.value.code == 2
+    assert "--gc-thresholds: GC thresholds must be at least 1" in capsys.readouterr().err
+
+
 def test_log_format_option_and_environment(tmp_path: Path) -> None:
     config = tmp_path / "rules.yml"
     assert app.parse_options(["--config", str(config)], {})[0].log_format == "plain"
