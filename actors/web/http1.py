@@ -159,6 +159,8 @@ _CLOSE_END = b"connection: close\r\n\r\n"
 _RESOLVED_CACHE = 256
 _LINGER_S = 1.0
 _LINGER_BYTES = 1024 * 1024
+#: After a read-after-a-pass that found nothing, this many requests wait for readiness as usual.
+READ_AFTER_PASS_BACKOFF = 8
 
 _date_second = -1
 _date_line = b""
@@ -275,6 +277,7 @@ class _Connection:
         self.heads_seen = 0
         self.head_accum = 0
         self.head_reads = 0  # reads that left the current head unfinished (see actors/core/trickle.py)
+        self.read_skips = 0  # requests left to wait for as usual before reading after a pass again
         self.head_deadline = math.inf
         self.body_deadline = math.inf
         self._reset_message()
@@ -430,7 +433,11 @@ class _Connection:
                 self.deadline = self.server.now + self.server.tick + (
                     limits.keep_alive_timeout_s if self.served else limits.header_timeout_s)
             try:
-                data = await stream.receive_some(receive_size)
+                data = None
+                if self.served and not self.in_message and self.read_now is not None:
+                    data = await self._read_after_a_pass(self.read_now, receive_size)
+                if data is None:
+                    data = await stream.receive_some(receive_size)
                 if not data:
                     return
                 self.feed(data)
@@ -448,6 +455,26 @@ class _Connection:
                 if delay:  # a trickling head: let the kernel gather its bytes (the header deadline still runs)
                     self.deadline = self.head_deadline
                     await trio.sleep(delay)
+
+    async def _read_after_a_pass(self, read_now: Callable[[int], bytes | None], size: int) -> bytes | None:
+        """The next request, if it arrived while the other connections had their turn; else None.
+
+        A keep-alive client sends its next request once it has the answer. Under load, one
+        pass of the scheduler (every other ready connection's request) usually takes longer
+        than that round trip, so after yielding once the request is already buffered, and
+        reading it directly saves arming epoll for this socket (an ``epoll_ctl`` per request:
+        ~7 % of the loop at 16 connections) and the wake-up through ``epoll_wait``. When the
+        request is not there yet (a lone client, a slow one), the read costs a failed
+        ``recv``: after a miss the next ``READ_AFTER_PASS_BACKOFF`` requests wait as usual.
+        """
+        if self.read_skips:
+            self.read_skips -= 1
+            return None
+        await trio.lowlevel.checkpoint()
+        data = read_now(size)
+        if data is None:
+            self.read_skips = READ_AFTER_PASS_BACKOFF
+        return data
 
     def _read_rest_of_body(self, read_now: Callable[[int], bytes | None], size: int) -> bool:
         """Feed what is already buffered of a body in progress; False if the client closed meanwhile.

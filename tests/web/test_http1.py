@@ -21,7 +21,8 @@ import trio.testing
 
 from actors.core.errors import InvalidInput
 from actors.web.accepting import Backlog
-from actors.web.http1 import Handler, Limits, Request, Response, serve
+from actors.web.http1 import READ_AFTER_PASS_BACKOFF, Handler, Limits, Request, Response, serve
+from actors.web.plain_stream import PlainSocketStream
 
 HINT = "WebSocket is served on the main port 8000 (ws://<host>:8000/ws/predict)"
 BOUND = 5.0
@@ -114,6 +115,37 @@ class CountingListener(trio.abc.Listener[CountingStream]):
         await self.inner.aclose()
 
 
+class LoggedPlainStream(PlainSocketStream):
+    """The data plane's stream (non-waiting reads included), logging how each read went."""
+
+    reads: list[str]
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        self.reads.append("wait")
+        return await super().receive_some(max_bytes)
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        data = super().receive_nowait(max_bytes)
+        self.reads.append("now:miss" if data is None else "now:hit")
+        return data
+
+
+class PlainListener(trio.abc.Listener[LoggedPlainStream]):
+    def __init__(self, inner: trio.SocketListener) -> None:
+        self.inner = inner
+        self.socket = inner.socket
+        self.sends: list[int] = []
+        self.reads: list[str] = []
+
+    async def accept(self) -> LoggedPlainStream:
+        stream = LoggedPlainStream.adopt(await self.inner.accept())
+        stream.reads = self.reads
+        return stream
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 @attrs.frozen
 class Server:
     port: int
@@ -121,13 +153,16 @@ class Server:
     handlers: Handlers
     stopped: trio.Event
     sends: list[int]
+    reads: list[str] = attrs.Factory(list)
 
 
 @asynccontextmanager
-async def running(limits: Limits | None = None) -> AsyncIterator[Server]:
+async def running(limits: Limits | None = None, *, plain: bool = False) -> AsyncIterator[Server]:
+    """The engine on a free port; ``plain``: over the data plane's own stream, reads logged."""
     handlers = Handlers()
     shutdown, stopped = trio.Event(), trio.Event()
-    listeners = [CountingListener(listener) for listener in await trio.open_tcp_listeners(0, host="127.0.0.1")]
+    wrap = PlainListener if plain else CountingListener
+    listeners = [wrap(listener) for listener in await trio.open_tcp_listeners(0, host="127.0.0.1")]
     port = listeners[0].socket.getsockname()[1]
 
     async def serve_then_mark(task_status: trio.TaskStatus[None]) -> None:
@@ -137,7 +172,7 @@ async def running(limits: Limits | None = None) -> AsyncIterator[Server]:
 
     async with trio.open_nursery() as nursery:
         await nursery.start(serve_then_mark)
-        yield Server(port, shutdown, handlers, stopped, listeners[0].sends)
+        yield Server(port, shutdown, handlers, stopped, listeners[0].sends, getattr(listeners[0], "reads", []))
         shutdown.set()
         with trio.fail_after(BOUND):
             await stopped.wait()
@@ -282,6 +317,35 @@ async def test_http10_closes_unless_it_asks_for_keep_alive() -> None:
                 answer = await raw.answer()
                 assert answer.status == 200
                 assert answer.headers["connection"] == "keep-alive"
+
+
+async def test_a_request_that_arrived_during_the_pass_is_read_without_waiting() -> None:
+    """The next keep-alive request, already buffered once the answer is out, is read directly."""
+    async with running(plain=True) as server, connect(server) as raw:
+        await raw.send(get("/slow"))
+        with trio.fail_after(BOUND):
+            await server.handlers.started.wait()
+        await raw.send(get("/hello"))  # arrives while the first is being answered
+        server.handlers.gate.set()
+        assert (await raw.answer()).body == b'{"slow":true}'
+        assert (await raw.answer()).body == b'{"hello":"world"}'
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.reads[:2] == ["wait", "now:hit"], server.reads
+
+
+async def test_after_a_read_that_found_nothing_requests_wait_as_usual_for_a_while() -> None:
+    """A lone client's next request is never there after one pass: the engine stops trying for a while."""
+    async with running(plain=True) as server, connect(server) as raw:
+        for _ in range(READ_AFTER_PASS_BACKOFF + 3):
+            await raw.send(get("/hello"))
+            assert (await raw.answer()).status == 200
+            await trio.testing.wait_all_tasks_blocked()  # the server is back waiting before the next one
+        after_first = server.reads[1:]
+        assert after_first[:2] == ["now:miss", "wait"], server.reads
+        # the backoff: that many requests read by waiting, with no non-waiting read among them
+        skipped = after_first[2:2 + READ_AFTER_PASS_BACKOFF]
+        assert skipped == ["wait"] * READ_AFTER_PASS_BACKOFF, server.reads
+        assert after_first[2 + READ_AFTER_PASS_BACKOFF] == "now:miss", server.reads
 
 
 async def test_pipelined_requests_are_answered_in_order_in_one_send() -> None:
