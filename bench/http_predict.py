@@ -372,9 +372,10 @@ def versions(python: Path, packages: tuple[str, ...]) -> dict[str, str]:
 
 
 def code_fingerprint() -> str:
+    """Which code served: app.py and every module under actors/ (subpackages included)."""
     digest = hashlib.sha256()
-    for path in [REPO / "app.py", *sorted((REPO / "actors").glob("*.py"))]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in [REPO / "app.py", *sorted((REPO / "actors").rglob("*.py"))]:
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -442,7 +443,7 @@ def report(runs: list[Run], batch_runs: list[Run], args: argparse.Namespace, com
         "`wrk -t1 -c<C> --latency`, keep-alive; errors = non-200 answers (+ socket errors); CPU = server "
         "utime+stime / wall time (100 % = one core); other CPU0 / CPU1 = what else kept each core busy during the "
         "run (/proc/stat minus server resp. wrk): on a shared machine, a run with a high figure here is disturbed",
-        f"- model-router code fingerprint (SHA-256 of app.py + actors/*.py, first 12): {code_fingerprint()}",
+        f"- model-router code fingerprint (SHA-256 of app.py + actors/**/*.py, first 12): {code_fingerprint()}",
         f"- model: `{MODEL}` v1 (5 features x window 1, TFLite MLP) from `models/`, one interpreter, one thread, "
         "inference on the event loop in both services",
         "- model-router: `app.py --config conf/model_router_rules.yml` (shipped config: performance logging on, "
