@@ -11,7 +11,7 @@ parsing, a search for the blank line that ends a head) until the first head is c
 then the stream goes to Hypercorn with those bytes given back (``PlainSocketStream.unread``),
 and Hypercorn reads them as if it had received them itself. A head that trickles is read in
 larger and larger pieces (``actors/core/trickle.py``), one that is not complete within
-``timeout_s`` (plus a spread of up to 10 %) is answered 408 and closed, and one longer than h11 would accept is answered
+``timeout_s`` (plus a spread of up to 25 %) is answered 408 and closed, and one longer than h11 would accept is answered
 431. Only the first head of a connection passes here; TLS connections go to Hypercorn
 directly (the TLS handshake comes first, and Hypercorn does it).
 """
