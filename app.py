@@ -29,6 +29,7 @@ from actors import (
     control_bus,
     endpoint_health,
     health_monitor,
+    lifecycle,
     model_cache,
     redis_bus,
     rollout_leader,
@@ -42,8 +43,7 @@ from actors.control_bus import ControlBus
 from actors.core.access import AccessConfigError, AccessPolicy
 from actors.core.commands import Command, ReloadConfig, RollbackOperation
 from actors.core.feedback_index import FeedbackIndex
-from actors.core.gc_policy import DEFAULT_GC_THRESHOLDS, parse_gc_thresholds
-from actors.core.gc_policy import settle as settle_heap
+from actors.core.gc_policy import DEFAULT_GC_THRESHOLDS
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
 from actors.lifecycle import LOG_FORMATS, ActorGroup, configure_logging, stop_on_signals, supervise_workers
@@ -64,7 +64,7 @@ from actors.switch_feed import SwitchFeed, Trigger
 from actors.transition_manager import InFlight, Transitions
 from actors.web.access_wiring import start_access
 from actors.web.cluster_view import replica_report
-from actors.web.data_port import DEFAULT_DATA_PORT, serve_data_port, tls_context
+from actors.web.data_port import DEFAULT_DATA_PORT, chosen_port, serve_data_port, tls_context
 from actors.web.errors import item_body
 from actors.web.server import hypercorn_config, serve_main_port
 from actors.web.service import SERVICE_VERSION, Service, WebSettings
@@ -274,7 +274,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         binds = await nursery.start(serve_main_port, service, http_config, http_done)
         url = binds[0]
         data_done, data_url = trio.Event(), None
-        data_port = data_port_of(options, config)
+        data_port = chosen_port(options.data_port, config.data_plane.port)
         if data_port:
             bound = await nursery.start(partial(
                 serve_data_port, service, options.host, data_port, config.data_plane,
@@ -289,7 +289,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         log.info("model-router %s serving %s on %s%s (rules %s, %d rules, repository %s)",
                  SERVICE_VERSION, options.config, url, f", data plane on {data_url}" if data_url else "",
                  config.config_hash, len(config.rules), repository)
-        settle_heap(options.gc_thresholds)
+        lifecycle.settle_heap(options.gc_thresholds)
         task_status.started(Running(url, service, data_url))
         await service.stop.wait()
         # Both ports drain at once: Hypercorn returns once in-flight requests are answered
@@ -300,13 +300,6 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
         await actors.stop_all()
         nursery.cancel_scope.cancel()
     log.info("model-router stopped")
-
-
-def data_port_of(options: Options, config: RouterConfig) -> int:
-    """The data-plane port: the option (or env) first, then the config, then the default; 0 is off."""
-    if options.data_port is not None:
-        return options.data_port
-    return config.data_plane.port if config.data_plane.port is not None else DEFAULT_DATA_PORT
 
 
 # ------------------------------------------------------------------- CLI ----
@@ -352,14 +345,9 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     log_format = environ.get("MODEL_ROUTER_LOG_FORMAT", "").strip().lower() or "plain"
     parser.add_argument("--log-format", choices=LOG_FORMATS, default=log_format,
                         help="plain text, or one JSON object per line (env MODEL_ROUTER_LOG_FORMAT)")
-    parser.add_argument("--gc-thresholds", default=environ.get("MODEL_ROUTER_GC_THRESHOLDS", "default"),
-                        help="cyclic GC thresholds young,middle,old (env MODEL_ROUTER_GC_THRESHOLDS; default "
-                             f"{','.join(map(str, DEFAULT_GC_THRESHOLDS))}; 'python' for CPython's 700,10,10)")
+    parser.add_argument("--gc-thresholds", type=lifecycle.gc_thresholds_option, default=environ.get(
+        "MODEL_ROUTER_GC_THRESHOLDS", "default"), help="young,middle,old or 'python' (env MODEL_ROUTER_GC_THRESHOLDS)")
     args = parser.parse_args(argv)
-    try:
-        gc_thresholds = parse_gc_thresholds(args.gc_thresholds)
-    except ValueError as exc:
-        parser.error(f"--gc-thresholds: {exc}")
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     if args.log_format not in LOG_FORMATS:  # argparse checks choices given as options, not defaults
@@ -375,7 +363,7 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
         batch_min_call_us=max(0.0, args.batch_min_call_us), data_port=args.data_port, log_format=args.log_format,
         certfile=Path(args.certfile).resolve() if args.certfile else None,
         keyfile=Path(args.keyfile).resolve() if args.keyfile else None, rules_source=args.rules_source,
-        replica_id=args.replica_id, advertise_url=args.advertise_url, gc_thresholds=gc_thresholds,
+        replica_id=args.replica_id, advertise_url=args.advertise_url, gc_thresholds=args.gc_thresholds,
     )
     return options, args.log_level
 

@@ -8,8 +8,10 @@ a supervisor process runs N copies of the service on one port and restarts crash
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
+import gc
 import logging
 import signal
 import socket
@@ -24,6 +26,7 @@ import attrs
 import orjson
 import trio
 
+from actors.core.gc_policy import parse_gc_thresholds
 from actors.serving.request_context import REQUEST_ID
 
 log = logging.getLogger("model_router")
@@ -109,6 +112,26 @@ class ActorGroup:
             scope.cancel()
             await done.wait()
             log.debug("actor %s stopped", name)
+
+
+def gc_thresholds_option(text: str) -> tuple[int, int, int]:
+    """``--gc-thresholds`` for argparse: the parsed thresholds, or a usage error saying what is wrong."""
+    try:
+        return parse_gc_thresholds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def settle_heap(thresholds: tuple[int, int, int]) -> None:
+    """Once every actor is ready: collect, freeze what start-up built, then apply the thresholds.
+
+    Everything built so far lives as long as the process; frozen, it stays out of every
+    later collection's walk (``actors/core/gc_policy.py`` says why the thresholds differ
+    from CPython's).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*thresholds)
 
 
 async def stop_on_signals(stop: trio.Event) -> None:

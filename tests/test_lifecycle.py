@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import trio
 import trio.testing
 
 import app
-from actors.lifecycle import ActorGroup, JsonFormatter, configure_logging
+from actors.lifecycle import ActorGroup, JsonFormatter, configure_logging, settle_heap
 from actors.serving.request_context import REQUEST_ID, accepted_request_id, new_request_id
 
 
@@ -87,7 +89,7 @@ def test_gc_thresholds_option_environment_and_refusal(tmp_path: Path, capsys: py
     with pytest.raises(SystemExit) as exited:
         app.parse_options(["--config", str(config), "--gc-thresholds", "0,10,10"], {})
     assert exited.value.code == 2
-    assert "--gc-thresholds: GC thresholds must be at least 1" in capsys.readouterr().err
+    assert "argument --gc-thresholds: GC thresholds must be at least 1" in capsys.readouterr().err
 
 
 def test_log_format_option_and_environment(tmp_path: Path) -> None:
@@ -108,3 +110,19 @@ def test_request_ids_are_kept_when_safe_and_replaced_otherwise() -> None:
         generated = accepted_request_id(unsafe)
         assert generated.startswith("r") and generated.isascii() and generated != unsafe
     assert new_request_id() != new_request_id()
+
+
+@pytest.fixture
+def restored_thresholds() -> Iterator[None]:
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+
+
+def test_settle_heap_freezes_the_start_up_heap_and_applies_the_thresholds(restored_thresholds: None) -> None:
+    survivor = [object() for _ in range(100)]  # start-up state: lives as long as the process
+    frozen_before = gc.get_freeze_count()
+    settle_heap((12_345, 11, 12))
+    assert gc.get_threshold() == (12_345, 11, 12)
+    assert gc.get_freeze_count() >= frozen_before + 1  # the list, at least, left the collector's walks
+    assert not any(obj is survivor for obj in gc.get_objects())

@@ -12,12 +12,11 @@ The older thresholds stay at Python's 10 and 10 so that cycles left by closed co
 (which live long enough to reach the oldest generation) are still collected within minutes:
 memory stays bounded (bench/soak.py reports RSS growth).
 
-Pure: parsing and the values; ``settle`` is the one call that touches the collector.
+Pure: parsing and the values; ``actors.lifecycle.settle_heap`` is the one call that touches
+the collector.
 """
 
 from __future__ import annotations
-
-import gc
 
 #: (young, middle, old): net tracked allocations before a young collection; young
 #: collections before a middle one; middle collections before an old one may run.
@@ -48,13 +47,3 @@ def parse_gc_thresholds(text: str) -> tuple[int, int, int]:
         raise ValueError(f"a young GC threshold above {MAX_YOUNG_THRESHOLD:,} lets garbage cycles pile up")
     return young, middle, old
 
-
-def settle(thresholds: tuple[int, int, int]) -> None:
-    """Once every actor is ready: collect, freeze what start-up built, then apply the thresholds.
-
-    Everything built so far lives as long as the process; frozen, it stays out of every
-    later collection's walk.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*thresholds)

@@ -176,6 +176,13 @@ def model_routes(service: Service) -> Resolver:
     return resolve
 
 
+def chosen_port(option: int | None, configured: int | None) -> int:
+    """The data-plane port: the option (or env) first, then the config, then the default; 0 is off."""
+    if option is not None:
+        return option
+    return configured if configured is not None else DEFAULT_DATA_PORT
+
+
 def limits(settings: DataPlaneSettings) -> Limits:
     """The engine's limits from the config's ``data_plane:`` section (bodies: the service-wide bound)."""
     return Limits(max_body_bytes=MAX_BODY_BYTES, header_timeout_s=settings.header_timeout_s,

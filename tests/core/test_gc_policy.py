@@ -1,9 +1,6 @@
-"""The collector's thresholds: parsed strictly, applied once the service is ready."""
+"""The collector's thresholds, parsed strictly (applying them: tests/test_lifecycle.py)."""
 
 from __future__ import annotations
-
-import gc
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,15 +8,7 @@ from actors.core.gc_policy import (
     DEFAULT_GC_THRESHOLDS,
     PYTHON_GC_THRESHOLDS,
     parse_gc_thresholds,
-    settle,
 )
-
-
-@pytest.fixture
-def restored_thresholds() -> Iterator[None]:
-    before = gc.get_threshold()
-    yield
-    gc.set_threshold(*before)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -52,12 +41,3 @@ def test_the_default_keeps_the_older_generations_at_python_values() -> None:
     """Only the young threshold moves: cycles that reached the old generation are still collected."""
     assert DEFAULT_GC_THRESHOLDS[0] > PYTHON_GC_THRESHOLDS[0]
     assert DEFAULT_GC_THRESHOLDS[1:] == PYTHON_GC_THRESHOLDS[1:]
-
-
-def test_settle_freezes_the_start_up_heap_and_applies_the_thresholds(restored_thresholds: None) -> None:
-    survivor = [object() for _ in range(100)]  # start-up state: lives as long as the process
-    frozen_before = gc.get_freeze_count()
-    settle((12_345, 11, 12))
-    assert gc.get_threshold() == (12_345, 11, 12)
-    assert gc.get_freeze_count() >= frozen_before + 1  # the list, at least, left the collector's walks
-    assert not any(obj is survivor for obj in gc.get_objects())
