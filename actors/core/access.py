@@ -560,7 +560,11 @@ def parse_access(text: str) -> AccessPolicy:
     data = load_yaml(text)
     probs = _Problems()
     if data is None:
-        data = {}
+        # Nothing but blanks or comments: also what a reader sees between an editor's truncate
+        # and its write. Taken as "no keys" it would lock every client out; ``keys: []`` says so.
+        raise AccessConfigError("invalid access file: it is empty", [{
+            "path": "$", "message": "the file holds no workspaces and no keys (a write in progress?); "
+                                    "write `keys: []` for a policy without keys"}])
     if not isinstance(data, dict):
         raise AccessConfigError("invalid access file", [{
             "path": "$", "message": f"top level must be a mapping with workspaces and keys, got {_describe(data)}"}])

@@ -157,7 +157,7 @@ def add_key(text: str | None, key_id: str, roles: list[str], workspace: str | No
     """The access file's new text with a key for ``token`` added (validated); raises KeysError."""
     entry = {"id": key_id, "sha256": hashlib.sha256(token.encode()).hexdigest(), "roles": roles,
              "workspace": workspace}
-    if text is None:
+    if text is None or not text.strip():  # no file yet, or an empty one: start it
         body = NEW_FILE_HEADER
         if workspace is not None:
             body += f"workspaces:\n  {json.dumps(workspace)}: {{}}   # every model, no limits: edit to restrict\n"

@@ -82,8 +82,13 @@ def test_parses_the_schema_of_the_issue() -> None:
     assert policy.key_by_id("reader") is not None and policy.key_by_id("nobody") is None
 
 
-def test_empty_file_is_an_empty_policy() -> None:
-    policy = parse_access("# nothing yet\n")
+def test_an_empty_file_is_refused_and_no_keys_must_be_said() -> None:
+    """Empty is what a reader sees mid-write (truncated, not yet written): never "lock everyone out"."""
+    for text in ("", "\n  \n", "# nothing yet\n"):
+        with pytest.raises(AccessConfigError) as caught:
+            parse_access(text)
+        assert caught.value.details[0]["path"] == "$" and "keys: []" in caught.value.details[0]["message"]
+    policy = parse_access("keys: []\n")
     assert dict(policy.keys) == {} and dict(policy.workspaces) == {}
     assert dict(parse_access("keys:\nworkspaces:\n").keys) == {}
 

@@ -58,6 +58,16 @@ def test_create_prints_only_the_token_and_writes_its_hash(tmp_path: Path,
     assert [p.name for p in path.parent.iterdir() if not p.name.startswith(".")] == ["access.yml"]
 
 
+def test_create_on_an_empty_file_starts_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty file is not a policy (the service refuses it), so the first key starts one."""
+    path = tmp_path / "access.yml"
+    path.write_text("\n")
+    code, out, err = create(capsys, path, "--id", "first", "--role", "read")
+    assert code == 0, err
+    policy = read_policy(path)
+    assert authenticate(policy, out.strip()).id == "first"  # type: ignore[union-attr]
+
+
 def test_tokens_are_fresh_each_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "access.yml"
     _, one, _ = create(capsys, path, "--id", "a", "--role", "read")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -38,6 +39,13 @@ from tests.conftest import (
 )
 
 ORIGIN = "https://app.example.com"
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to a sibling and rename it over ``path``: the watcher never sees it half written."""
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
 
 
 def make_key(access: Path, key_id: str, *roles: str, workspace: str | None = None) -> str:
@@ -262,6 +270,30 @@ async def test_budget_under_concurrent_load_never_overspends(config_path: Path, 
         assert sorted(statuses) == [200] * 2 + [429] * 8
 
 
+async def test_an_access_file_truncated_mid_write_keeps_every_key(config_path: Path,
+                                                                   tokens: dict[str, str]) -> None:
+    """An editor truncates, then writes: a reload between the two must not lock every client out."""
+    access = config_path.parent / "access.yml"
+    whole = access.read_text()
+    async with running_app(config_path) as h:
+        watcher = h.service.watcher
+        seen = watcher.attempts
+        access.write_text("")  # the truncate, with the write still to come
+        with trio.fail_after(5):
+            event = await watcher.wait_for_attempt(seen)
+        assert not event.success and "empty" in (event.error or ""), event
+        assert event.details[0]["path"] == "$"
+        assert (await h.client.get("/rules", headers=auth(tokens["read"]))).status_code == 200
+        seen = watcher.attempts
+        replace_file(access, whole)  # the whole file lands
+        with trio.fail_after(5):
+            event = await watcher.wait_for_attempt(seen)
+            while not event.success:  # a reload the truncate queued may still come first
+                seen = watcher.attempts
+                event = await watcher.wait_for_attempt(seen)
+        assert (await h.client.get("/rules", headers=auth(tokens["read"]))).status_code == 200
+
+
 async def test_hot_reload_revocation_and_invalid_file_keeps_policy(config_path: Path,
                                                                    tokens: dict[str, str]) -> None:
     access = config_path.parent / "access.yml"
@@ -284,7 +316,7 @@ async def test_hot_reload_revocation_and_invalid_file_keeps_policy(config_path: 
         data = yaml.safe_load(access.read_text())
         data["workspaces"]["limited"]["rate_limit"]["burst"] = 0.5
         seen = watcher.attempts
-        access.write_text(yaml.safe_dump(data))
+        replace_file(access, yaml.safe_dump(data))  # whole, as an editor saving by rename
         with trio.fail_after(5):  # the reload the previous edit queued may come first
             event = await watcher.wait_for_attempt(seen)
             while event.success:
