@@ -24,10 +24,7 @@ operations are written by a background writer that coalesces bursts into one wri
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -36,7 +33,6 @@ from typing import Any
 
 import attrs
 import trio
-import yaml
 
 from actors import mailbox
 from actors.core.commands import (
@@ -50,8 +46,9 @@ from actors.core.commands import (
     RollbackModel,
     RollbackOperation,
     SwitchModel,
+    register_command,
 )
-from actors.core.errors import Conflict, InvalidInput, RouterError, TooLarge, bad_request, not_found
+from actors.core.errors import Conflict, InvalidInput, RouterError, bad_request, not_found
 from actors.core.rollout import newer, wait_before_step
 from actors.core.rules import ModelThreshold
 from actors.core.switch_policy import (
@@ -68,23 +65,19 @@ from actors.core.switch_policy import (
     resolve_stable,
     rollback,
 )
-from actors.core.versions import MODEL_NAME_RULE, ModelKey, is_model_name, is_version_name
+from actors.core.versions import ModelKey, is_model_name, is_version_name
 from actors.health_monitor import HealthMonitor
 from actors.mailbox import Envelope, Mailbox, ask, tell
 from actors.model_cache import ModelCache
 from actors.rollout_leader import FOLLOW_CHECK_S, GATE_CHECK_S, Rollouts
 from actors.serving.metrics import Metrics
 from actors.storage import registry_store
-from actors.storage.model_repo import MetadataError, list_repository, parse_metadata, version_dir, write_model_version
+from actors.storage.model_repo import list_repository, version_dir
 from actors.storage.registry_store import RegistryState
+from actors.storage.version_upload import remove_version, write_upload
 from actors.switch_feed import SwitchFeed
 
 log = logging.getLogger("model_router.transitions")
-
-# A model travels base64-encoded (4 bytes per 3) inside a JSON body capped at 4 MiB
-# (actors/web/errors.MAX_BODY_BYTES): 3 MiB of model is what fits.
-MAX_UPLOAD_BYTES = 3 * 1024 * 1024
-
 
 @attrs.frozen
 class TrafficView:
@@ -244,25 +237,6 @@ def _history_reason(op: Operation) -> str:
     if op.state == "completed" and op.cause != "switch":
         return op.cause
     return op.state
-
-
-def register_command(body: Mapping[str, Any]) -> RegisterVersion:
-    """Validate a registration body at the edge: one name pattern, the one the repository accepts."""
-    if not isinstance(body, Mapping):
-        raise bad_request("body must be an object with name and version")
-    name, version = str(body.get("name", "")), str(body.get("version", ""))
-    if not is_model_name(name):
-        raise bad_request(f"'name' must be {MODEL_NAME_RULE}", field="name", name=name[:80])
-    if not is_version_name(version):
-        raise bad_request("'version' must be a positive integer", field="version")
-    unknown = sorted(set(body) - {"name", "version", "metadata", "model_base64"})
-    if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
-    encoded = body.get("model_base64")
-    if encoded is not None and not isinstance(encoded, str):
-        raise bad_request("'model_base64' must be a base64 string", field="model_base64")
-    metadata = body.get("metadata")
-    return RegisterVersion(name, version, metadata if isinstance(metadata, Mapping) else None, encoded)
 
 
 def _stable_version(manager: _Manager, name: str) -> str | None:
@@ -667,7 +641,7 @@ class _Manager:
         folder = version_dir(self.repository, name, version)
         uploaded = command.model_base64 is not None
         if uploaded:
-            await self.write_upload(name, version, command)
+            await write_upload(self.repository, command)
         elif not (folder / "model.tflite").exists():
             raise not_found("version_not_found", f"{name}/{version} has no model.tflite in the repository; "
                             "upload it with model_base64",
@@ -679,7 +653,7 @@ class _Manager:
             model = await self.cache.get(name, version, force=True)
         except RouterError as exc:
             if uploaded:
-                await trio.to_thread.run_sync(_remove_version, folder)
+                await trio.to_thread.run_sync(remove_version, folder)
             raise InvalidInput("model_invalid", f"{name}@{version} does not load",
                            {"model": name, "version": version, "reasons": exc.details.get("reasons", exc.message)}
                            ) from exc
@@ -688,30 +662,6 @@ class _Manager:
                                              operation_id=command.operation_id)
         return {"name": name, "version": version, "status": "registered", "input_dim": model.input_dim,
                 "operation_id": operation.id if operation else None}
-
-    async def write_upload(self, name: str, version: str, command: RegisterVersion) -> None:
-        folder = version_dir(self.repository, name, version)
-        if (folder / "model.tflite").exists():
-            raise Conflict("version_exists", f"{name}@{version} already exists",
-                           {"model": name, "version": version})
-        if folder.exists():
-            # No model file: the leftover of an upload interrupted (a crash) between its two
-            # writes. It was never listed or served, so it must not block this upload.
-            log.warning("removing %s@%s: an upload interrupted before its model file was written", name, version)
-            await trio.to_thread.run_sync(shutil.rmtree, folder)
-        encoded = command.model_base64
-        if not isinstance(encoded, str) or len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
-            raise TooLarge("model_too_large", f"model_base64 must be a string of at most {MAX_UPLOAD_BYTES} bytes",
-                           {"limit_bytes": MAX_UPLOAD_BYTES})
-        try:
-            content = base64.b64decode(encoded, validate=True)
-            metadata = parse_metadata(yaml.safe_dump(dict(command.metadata) if command.metadata else None))
-        except (binascii.Error, ValueError, MetadataError) as exc:
-            raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
-        try:
-            await trio.to_thread.run_sync(write_model_version, self.repository, name, version, content, metadata)
-        except MetadataError as exc:  # a sha256 in the metadata that the uploaded bytes do not have
-            raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
 
     async def deregister(self, name: str, version: str) -> dict[str, Any]:
         key = (name, version)
@@ -740,12 +690,6 @@ class _Manager:
         await self.cache.unload(name, version)
         log.info("deregistered %s@%s", name, version)
         return {"name": name, "version": version, "status": "deregistered"}
-
-
-def _remove_version(folder: Path) -> None:
-    for child in folder.iterdir():
-        child.unlink()
-    folder.rmdir()
 
 
 # Operator commands whose effect is written before they are answered.

@@ -30,7 +30,7 @@ import pytest
 import trio
 
 from actors.build.demo_models import build_demo_repository
-from actors.transition_manager import MAX_UPLOAD_BYTES
+from actors.storage.version_upload import MAX_UPLOAD_BYTES
 from actors.web.errors import MAX_BODY_BYTES
 from tests.conftest import free_port
 from tests.test_app_process import LogReader

@@ -17,6 +17,9 @@ from typing import Any
 
 import attrs
 
+from actors.core.errors import bad_request
+from actors.core.versions import MODEL_NAME_RULE, is_model_name, is_version_name
+
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return dict(value or {})
@@ -168,3 +171,22 @@ def mirrored(command: Command) -> Command:
     if isinstance(command, ReloadConfig):
         return ReloadConfig("control")
     return command
+
+
+def register_command(body: Mapping[str, Any]) -> RegisterVersion:
+    """Validate a registration body at the edge: one name pattern, the one the repository accepts."""
+    if not isinstance(body, Mapping):
+        raise bad_request("body must be an object with name and version")
+    name, version = str(body.get("name", "")), str(body.get("version", ""))
+    if not is_model_name(name):
+        raise bad_request(f"'name' must be {MODEL_NAME_RULE}", field="name", name=name[:80])
+    if not is_version_name(version):
+        raise bad_request("'version' must be a positive integer", field="version")
+    unknown = sorted(set(body) - {"name", "version", "metadata", "model_base64"})
+    if unknown:
+        raise bad_request(f"unknown field(s): {', '.join(unknown)}", unknown=unknown)
+    encoded = body.get("model_base64")
+    if encoded is not None and not isinstance(encoded, str):
+        raise bad_request("'model_base64' must be a base64 string", field="model_base64")
+    metadata = body.get("metadata")
+    return RegisterVersion(name, version, metadata if isinstance(metadata, Mapping) else None, encoded)

@@ -23,9 +23,11 @@ from actors.core.commands import (
     UnknownCommand,
     from_wire,
     mirrored,
+    register_command,
     settled,
     to_wire,
 )
+from actors.core.errors import InvalidRequest
 
 EXAMPLES: tuple[Command, ...] = (
     SwitchModel("fast", {"version": "2", "strategy": "gradual"}, "sw-1"),
@@ -91,3 +93,30 @@ def test_settled_fills_the_operation_id_this_worker_assigned() -> None:
 def test_a_mirrored_reload_says_it_came_over_the_control_bus() -> None:
     assert mirrored(ReloadConfig("api")) == ReloadConfig("control")
     assert mirrored(AbortSwitch("x")) == AbortSwitch("x")
+
+
+def test_a_registration_body_becomes_its_command() -> None:
+    command = register_command({"name": "tlob_tiny", "version": "2", "metadata": {"features": ["a"]},
+                                "model_base64": "QUJD"})
+    assert (command.model, command.version, command.model_base64) == ("tlob_tiny", "2", "QUJD")
+    assert command.metadata == {"features": ["a"]}
+    assert register_command({"name": "m", "version": "1"}).model_base64 is None
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ([], None),
+    ({"name": "../etc", "version": "1"}, "name"),
+    ({"name": "m", "version": "v1"}, "version"),
+    ({"name": "m", "version": "1", "model_base64": 3}, "model_base64"),
+])
+def test_a_bad_registration_body_is_refused_naming_the_field(body: object, field: str | None) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        register_command(body)  # type: ignore[arg-type]
+    assert caught.value.code == "bad_request"
+    assert caught.value.details.get("field") == field
+
+
+def test_unknown_registration_fields_are_listed() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        register_command({"name": "m", "version": "1", "path": "/etc/passwd"})
+    assert caught.value.details["unknown"] == ["path"]

@@ -8,9 +8,8 @@ import trio
 from quart import Response
 from quart_trio import QuartTrio
 
-from actors.core.commands import DeregisterVersion, ReloadModel
+from actors.core.commands import DeregisterVersion, ReloadModel, register_command
 from actors.core.errors import not_found
-from actors.transition_manager import register_command
 from actors.web.quart_io import caller, json_response, request_json
 from actors.web.service import Service
 from actors.web.views import catalog, describe_model
