@@ -72,6 +72,12 @@ async def test_an_invalid_document_is_refused_with_its_problems_and_changes_noth
         assert config_path.read_text() == before_text
         bad_patch = await h.client.patch("/rules/items/9", headers=JSON, json={"model": "fast"})
         assert bad_patch.status_code == 422 and bad_patch.json()["error"]["code"] == "invalid_edit"
+        deep = "1"
+        for _ in range(400):  # within the JSON reader's limits, far past a rule's (found by the fuzzer: a 500)
+            deep = '{"x":' + deep + "}"
+        nested = await h.client.post("/rules/items", headers=JSON,
+                                     content='{"match": {"asset_class": "crypto"}, "model": "fast", "n": ' + deep + "}")
+        assert nested.status_code == 422 and nested.json()["error"]["code"] == "invalid_edit", nested.text
         unguarded = await h.client.delete("/rules/items/0")
         assert unguarded.status_code == 401
         assert config_path.read_text() == before_text

@@ -122,6 +122,8 @@ def _check_index(rules: list[Any], index: int, *, allow_end: bool = False) -> No
 def _item(item: Any) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise DocumentError("a rule must be an object (match, model, ...)")
+    if _too_deep(item):  # else writing the document back (yaml.dump recurses) would fail
+        raise DocumentError(f"a rule nests deeper than {MAX_DEPTH} levels")
     return {k: v for k, v in item.items() if k != "index"}  # "index" is GET /rules' view, not a field
 
 

@@ -55,7 +55,10 @@ class RouteTemplates:
             allowed = sorted(exc.valid_methods or ())
             if not allowed:
                 return UNMATCHED
-            rule, _args = self.adapter.match(path, allowed[0], return_rule=True)
+            try:  # with an allowed method the same path can still redirect (a trailing slash)
+                rule, _args = self.adapter.match(path, allowed[0], return_rule=True)
+            except (NotFound, MethodNotAllowed, RequestRedirect):
+                return UNMATCHED
         except (NotFound, RequestRedirect):
             return UNMATCHED
         return str(rule.rule)

@@ -60,3 +60,17 @@ def test_hostile_bodies_are_document_errors_not_crashes() -> None:
         with pytest.raises(DocumentError) as refused:
             parse_body(raw, content_type)
         assert len(str(refused.value)) < 400
+
+
+def test_a_deeply_nested_rule_is_refused_before_the_document_is_written_back() -> None:
+    """Regression (found by the fuzzer): POST /rules/items with a rule nested 500 deep answered 500
+    (RecursionError in yaml.dump once the item was in the document)."""
+    deep: object = 1
+    for _ in range(500):
+        deep = {"x": deep}
+    for edit in (lambda: rules_doc.add_item(DOC, {"match": {"asset_class": "crypto"}, "model": "fast", "n": deep}),
+                 lambda: rules_doc.patch_item(DOC, 0, {"n": [deep]})):
+        with pytest.raises(rules_doc.DocumentError, match="nests deeper than 64"):
+            edit()
+    shallow = rules_doc.add_item(DOC, {"match": {"asset_class": "crypto"}, "model": "fast", "n": {"a": [1]}})
+    assert rules_doc.load_text(rules_doc.dump(shallow)) == shallow  # what passes still writes back

@@ -109,3 +109,25 @@ def test_route_cache_stays_bounded() -> None:
     for index in range(ROUTE_CACHE_LIMIT + 10):
         assert routes("GET", f"/models/m{index}") == "/models/<name>"
     assert len(routes.cache) <= ROUTE_CACHE_LIMIT
+
+
+
+def test_a_405_whose_path_redirects_is_unmatched_not_an_error() -> None:
+    """Found by the fuzzer: a doubled slash makes werkzeug redirect (merge_slashes) on the retry with
+    an allowed method; that raised out of the middleware after the answer ("Error in ASGI Framework")."""
+    app = QuartTrio("redirects")
+
+    @app.get("/v2/models/<name>/ready")
+    async def ready(name: str) -> str:
+        return name
+
+    @app.post("/v2/models/<name>/infer")
+    async def infer(name: str) -> str:
+        return name
+
+    routes = RouteTemplates(app.url_map)
+    for method, path in (("POST", "/v2/models//ready"), ("DELETE", "/v2/models//ready"),
+                         ("GET", "/v2/models/fast//infer"), ("DELETE", "/v2//models/x")):
+        assert routes(method, path) == "unmatched", (method, path)
+    assert routes("GET", "/v2/models/fast/ready") == "/v2/models/<name>/ready"
+    assert routes("DELETE", "/v2/models/fast/ready") == "/v2/models/<name>/ready"  # a 405 keeps its route
