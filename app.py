@@ -46,7 +46,6 @@ from actors.core.feedback_index import FeedbackIndex
 from actors.core.gc_policy import DEFAULT_GC_THRESHOLDS
 from actors.core.rules import ConfigError, RouterConfig, parse_config
 from actors.health_monitor import BreakerBoard, HealthMonitor, switching_limits
-from actors.lifecycle import LOG_FORMATS, ActorGroup, configure_logging, stop_on_signals, supervise_workers
 from actors.mailbox import Envelope
 from actors.model_cache import ModelCache, cache_limits
 from actors.redis_bus import BusState, RedisMessage, RedisOutbox, disabled_outbox
@@ -201,7 +200,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
     members = cluster.Cluster(options.replica_id or cluster.default_id(options.port, options.worker_index), dict)
     rollouts = rollout_leader.Rollouts(members)
     async with trio.open_nursery() as nursery:
-        actors = ActorGroup(nursery)
+        actors = lifecycle.ActorGroup(nursery)
         if redis_url:
             redis_send, redis_recv = trio.open_memory_channel[RedisMessage](4096)
             outbox = RedisOutbox(redis_send, metrics, BusState())
@@ -266,7 +265,7 @@ async def serve(options: Options, *, task_status: trio.TaskStatus[Running] = tri
             await actors.start("control_bus", partial(control_bus.run, control, redis_url,
                       cursor_path=control_bus.cursor_file(state_path(options), options.worker_index)))
         if options.handle_signals:
-            nursery.start_soon(stop_on_signals, service.stop)
+            nursery.start_soon(lifecycle.stop_on_signals, service.stop)
         http_done = trio.Event()
         http_config = hypercorn_config(options.host, options.port, shared_port=options.workers > 1,
                                        access_log=options.access_log, certfile=options.certfile,
@@ -343,15 +342,17 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> tuple[Options, st
     parser.add_argument("--log-level", default=environ.get("LOG_LEVEL", "INFO"))
     parser.add_argument("--access-log", action="store_true")
     log_format = environ.get("MODEL_ROUTER_LOG_FORMAT", "").strip().lower() or "plain"
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default=log_format,
+    parser.add_argument("--log-format", choices=lifecycle.LOG_FORMATS, default=log_format,
                         help="plain text, or one JSON object per line (env MODEL_ROUTER_LOG_FORMAT)")
-    parser.add_argument("--gc-thresholds", type=lifecycle.gc_thresholds_option, default=environ.get(
-        "MODEL_ROUTER_GC_THRESHOLDS", "default"), help="young,middle,old or 'python' (env MODEL_ROUTER_GC_THRESHOLDS)")
+    parser.add_argument("--gc-thresholds", type=lifecycle.gc_thresholds_option,
+                        default=environ.get("MODEL_ROUTER_GC_THRESHOLDS", "default"),
+                        help="young,middle,old or 'python' (env MODEL_ROUTER_GC_THRESHOLDS)")
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
-    if args.log_format not in LOG_FORMATS:  # argparse checks choices given as options, not defaults
-        parser.error(f"MODEL_ROUTER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {args.log_format!r}")
+    if args.log_format not in lifecycle.LOG_FORMATS:  # argparse checks choices given as options, not defaults
+        formats = ", ".join(lifecycle.LOG_FORMATS)
+        parser.error(f"MODEL_ROUTER_LOG_FORMAT must be one of {formats}, not {args.log_format!r}")
     preload = tuple(n.strip() for n in environ.get("PRELOAD_MODELS", "").split(",") if n.strip())
     options = Options(
         config=Path(args.config).resolve(), host=args.host, port=args.port,
@@ -373,11 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     if arguments[:1] == ["keys"]:  # `app.py keys create|list|revoke ...` edits the access file
         return keys_main(arguments[1:])
     options, level = parse_options(arguments, dict(os.environ))
-    configure_logging(level, options.log_format, options.worker_index)
+    lifecycle.configure_logging(level, options.log_format, options.worker_index)
     if options.workers > 1 and options.worker_index == 0:
         load_initial_config(options)  # fail fast, once, before starting anything
         command = [sys.executable, str(Path(__file__).resolve()), *arguments]
-        return supervise_workers(command, options.workers, options.host, options.port)
+        return lifecycle.supervise_workers(command, options.workers, options.host, options.port)
     if options.admin_key is None:
         log.warning("no admin key set: without an access file, admin endpoints answer 403 "
                     "(set MODEL_ROUTER_ADMIN_KEY)")

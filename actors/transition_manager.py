@@ -25,6 +25,7 @@ operations are written by a background writer that coalesces bursts into one wri
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -74,10 +75,11 @@ from actors.serving.metrics import Metrics
 from actors.storage import registry_store
 from actors.storage.model_repo import list_repository, version_dir
 from actors.storage.registry_store import RegistryState
-from actors.storage.version_upload import remove_version, write_upload
+from actors.storage.version_upload import write_upload
 from actors.switch_feed import SwitchFeed
 
 log = logging.getLogger("model_router.transitions")
+
 
 @attrs.frozen
 class TrafficView:
@@ -641,7 +643,7 @@ class _Manager:
         folder = version_dir(self.repository, name, version)
         uploaded = command.model_base64 is not None
         if uploaded:
-            await write_upload(self.repository, command)
+            await trio.to_thread.run_sync(write_upload, self.repository, command)
         elif not (folder / "model.tflite").exists():
             raise not_found("version_not_found", f"{name}/{version} has no model.tflite in the repository; "
                             "upload it with model_base64",
@@ -653,7 +655,7 @@ class _Manager:
             model = await self.cache.get(name, version, force=True)
         except RouterError as exc:
             if uploaded:
-                await trio.to_thread.run_sync(remove_version, folder)
+                await trio.to_thread.run_sync(shutil.rmtree, folder)
             raise InvalidInput("model_invalid", f"{name}@{version} does not load",
                            {"model": name, "version": version, "reasons": exc.details.get("reasons", exc.message)}
                            ) from exc

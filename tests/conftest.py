@@ -8,6 +8,7 @@ it without touching the machine's shared instance. The app runs in-process on
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -106,6 +107,14 @@ def config_path(tmp_path: Path, repo: Path) -> Path:
     path = folder / "rules.yml"
     path.write_text(render_config(repo))
     return path
+
+
+@pytest.fixture
+def restored_thresholds() -> Iterator[None]:
+    """The garbage collector's thresholds as they were: a test that sets them (the service does) puts them back."""
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
 
 
 def fast_features(value: float = 0.5) -> dict[str, float]:

@@ -75,16 +75,12 @@ async def test_predict_by_route_and_by_name(config_path: Path) -> None:
         assert len(named.json()["correlation_id"]) == 32  # generated
 
 
-async def test_the_collector_thresholds_apply_once_serving(config_path: Path) -> None:
+async def test_the_collector_thresholds_apply_once_serving(config_path: Path, restored_thresholds: None) -> None:
     """The configured thresholds are in force once the service reports ready, and it serves with them."""
-    before = gc.get_threshold()
-    try:
-        async with running_app(config_path, gc_thresholds=(15_000, 9, 8)) as h:
-            assert gc.get_threshold() == (15_000, 9, 8)
-            await wait_ready(h)
-            assert (await h.predict(model_name="fast", features=fast_features())).status_code == 200
-    finally:
-        gc.set_threshold(*before)
+    async with running_app(config_path, gc_thresholds=(15_000, 9, 8)) as h:
+        assert gc.get_threshold() == (15_000, 9, 8)
+        await wait_ready(h)
+        assert (await h.predict(model_name="fast", features=fast_features())).status_code == 200
 
 
 async def test_same_input_same_answer_as_the_model(config_path: Path) -> None:

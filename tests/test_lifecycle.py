@@ -6,7 +6,6 @@ import gc
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -110,13 +109,6 @@ def test_request_ids_are_kept_when_safe_and_replaced_otherwise() -> None:
         generated = accepted_request_id(unsafe)
         assert generated.startswith("r") and generated.isascii() and generated != unsafe
     assert new_request_id() != new_request_id()
-
-
-@pytest.fixture
-def restored_thresholds() -> Iterator[None]:
-    before = gc.get_threshold()
-    yield
-    gc.set_threshold(*before)
 
 
 def test_settle_heap_freezes_the_start_up_heap_and_applies_the_thresholds(restored_thresholds: None) -> None:

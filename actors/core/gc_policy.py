@@ -46,4 +46,3 @@ def parse_gc_thresholds(text: str) -> tuple[int, int, int]:
     if young > MAX_YOUNG_THRESHOLD:
         raise ValueError(f"a young GC threshold above {MAX_YOUNG_THRESHOLD:,} lets garbage cycles pile up")
     return young, middle, old
-

@@ -172,7 +172,7 @@ async def run_group(predictor: Predictor, group: Group, results: list[dict[str, 
     except DeadlineExceeded as error:
         predictor.health.breakers.failure(key)
         predictor.health.observe(Observation(model.name, model.version, time.perf_counter() - call_started, False,
-                                        (), model.metadata.labels, group.operation_id, len(group.indexes)))
+                                             (), model.metadata.labels, group.operation_id, len(group.indexes)))
         for index in group.indexes:
             results[index] = {"index": index, **predictor.render_error(error)}
         return
@@ -188,11 +188,9 @@ async def run_group(predictor: Predictor, group: Group, results: list[dict[str, 
         model_body = {"name": model.name, "version": model.version}
         config_hash = predictor.router.config.config_hash
         latency_ms = elapsed_ms(started)
-        position = -1
-        for index, request, selection, fallback, ok, row, top in zip(
+        for position, (index, request, selection, fallback, ok, row, top) in enumerate(zip(
                 group.indexes, group.requests, group.selections, group.fallbacks, finite, rounded, best,
-                strict=True):
-            position += 1
+                strict=True)):
             if not ok:
                 retry.append(position)
                 continue
@@ -219,23 +217,22 @@ async def run_group(predictor: Predictor, group: Group, results: list[dict[str, 
         predictor.health.breakers.success(key)
         predictor.counters.inference(model.name, ok=True).inc(len(answered))
         predictor.health.observe(Observation(model.name, model.version, latency_s / len(group.indexes), True,
-                                        tuple(answered), model.metadata.labels, group.operation_id,
-                                        len(answered)))
+                                             tuple(answered), model.metadata.labels, group.operation_id,
+                                             len(answered)))
     if retry:
         predictor.counters.inference(model.name, ok=False).inc(len(retry))
         predictor.health.observe(Observation(model.name, model.version, latency_s / len(group.indexes), False,
-                                        (), model.metadata.labels, group.operation_id, len(retry)))
+                                             (), model.metadata.labels, group.operation_id, len(retry)))
         for position in retry:
             if not isinstance(model, RemoteModel):
                 predictor.health.breakers.failure(key)
             index = group.indexes[position]
             try:
                 results[index] = await predictor.answer(group.requests[position], group.selections[position],
-                                                   started, skip=frozenset({key}), principal=principal,
-                                                   deadline=deadline)
+                                                        started, skip=frozenset({key}), principal=principal,
+                                                        deadline=deadline)
             except RouterError as error:
                 results[index] = {"index": index, **predictor.render_error(error)}
-
 
 
 @attrs.define
@@ -257,5 +254,3 @@ class Group:
         self.selections.append(selection)
         self.rows.append(row)
         self.fallbacks.append(fallback_from)
-
-

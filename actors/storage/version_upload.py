@@ -1,9 +1,10 @@
 """A registration's model upload: decoded, checked and written as a version folder, or refused.
 
 ``POST /models`` may carry the model file (``model_base64``) and its metadata. The
-transition manager registers the version only once this has written it; a version whose
-file then fails to load is removed again (``remove_version``), so a failed upload leaves
-nothing behind in the repository.
+transition manager runs ``write_upload`` in a worker thread (decoding up to 3 MiB and
+writing two files are no work for the event loop) and registers the version only once it
+is written; a version whose file then fails to load is removed again, so a failed upload
+leaves nothing behind in the repository.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import trio
 import yaml
 
 from actors.core.commands import RegisterVersion
@@ -28,8 +28,8 @@ log = logging.getLogger("model_router.transitions")
 MAX_UPLOAD_BYTES = 3 * 1024 * 1024
 
 
-async def write_upload(repository: Path, command: RegisterVersion) -> None:
-    """Write the uploaded version's folder (model file and metadata); raises the error to answer."""
+def write_upload(repository: Path, command: RegisterVersion) -> None:
+    """Write the uploaded version's folder (model file and metadata); raises the error to answer (blocking)."""
     name, version = command.model, command.version
     folder = version_dir(repository, name, version)
     if (folder / "model.tflite").exists():
@@ -39,7 +39,7 @@ async def write_upload(repository: Path, command: RegisterVersion) -> None:
         # No model file: the leftover of an upload interrupted (a crash) between its two
         # writes. It was never listed or served, so it must not block this upload.
         log.warning("removing %s@%s: an upload interrupted before its model file was written", name, version)
-        await trio.to_thread.run_sync(shutil.rmtree, folder)
+        shutil.rmtree(folder)
     encoded = command.model_base64
     if not isinstance(encoded, str) or len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
         raise TooLarge("model_too_large", f"model_base64 must be a string of at most {MAX_UPLOAD_BYTES} bytes",
@@ -50,13 +50,6 @@ async def write_upload(repository: Path, command: RegisterVersion) -> None:
     except (binascii.Error, ValueError, MetadataError) as exc:
         raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
     try:
-        await trio.to_thread.run_sync(write_model_version, repository, name, version, content, metadata)
+        write_model_version(repository, name, version, content, metadata)
     except MetadataError as exc:  # a sha256 in the metadata that the uploaded bytes do not have
         raise InvalidInput("invalid_model_upload", str(exc), {"model": name, "version": version}) from exc
-
-
-def remove_version(folder: Path) -> None:
-    """Delete a version folder that was just written (blocking: run it in a thread)."""
-    for child in folder.iterdir():
-        child.unlink()
-    folder.rmdir()

@@ -50,15 +50,18 @@ class RouteTemplates:
         if path in self.fixed:
             return path
         try:
-            rule, _args = self.adapter.match(path, method, return_rule=True)
-        except MethodNotAllowed as exc:  # the route exists; the method does not (a 405)
+            return self._template(path, method)
+        except MethodNotAllowed as exc:  # the route exists; the method does not (a 405): its template
             allowed = sorted(exc.valid_methods or ())
-            if not allowed:
-                return UNMATCHED
-            try:  # with an allowed method the same path can still redirect (a trailing slash)
-                rule, _args = self.adapter.match(path, allowed[0], return_rule=True)
-            except (NotFound, MethodNotAllowed, RequestRedirect):
-                return UNMATCHED
+        try:  # with an allowed method the path may still only redirect (merged slashes)
+            return self._template(path, allowed[0]) if allowed else UNMATCHED
+        except MethodNotAllowed:
+            return UNMATCHED
+
+    def _template(self, path: str, method: str) -> str:
+        """The matching rule's template; UNMATCHED for no route or a redirect; MethodNotAllowed passes."""
+        try:
+            rule, _args = self.adapter.match(path, method, return_rule=True)
         except (NotFound, RequestRedirect):
             return UNMATCHED
         return str(rule.rule)
